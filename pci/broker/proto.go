@@ -68,20 +68,20 @@ type Op uint16
 // Ops of protocol version 1. One per libxenctrl call QEMU's hw/xen/xen_pt*.c
 // makes, plus hello, config read/write and reset.
 const (
-	OpHello          Op = 1  // negotiate; learn the session's domid and devices
-	OpMemoryMapping  Op = 2  // xc_domain_memory_mapping
-	OpIoportMapping  Op = 3  // xc_domain_ioport_mapping
-	OpMapPirq        Op = 4  // xc_physdev_map_pirq (INTx: GSI → pirq)
-	OpMapPirqMSI     Op = 5  // xc_physdev_map_pirq_msi
-	OpUnmapPirq      Op = 6  // xc_physdev_unmap_pirq
-	OpBindPtPciIrq   Op = 7  // xc_domain_bind_pt_pci_irq
-	OpUnbindPtIrq    Op = 8  // xc_domain_unbind_pt_irq
-	OpUpdateMsiIrq   Op = 9  // xc_domain_update_msi_irq
-	OpUnbindMsiIrq   Op = 10 // xc_domain_unbind_msi_irq
-	OpConfigRead     Op = 11 // read config space (sysfs config)
-	OpConfigWrite    Op = 12 // write config space through the filter
-	OpReset          Op = 13 // reset a device of the session
-	opMax               = OpReset
+	OpHello         Op = 1  // negotiate; learn the session's domid and devices
+	OpMemoryMapping Op = 2  // xc_domain_memory_mapping
+	OpIoportMapping Op = 3  // xc_domain_ioport_mapping
+	OpMapPirq       Op = 4  // xc_physdev_map_pirq (INTx: GSI → pirq)
+	OpMapPirqMSI    Op = 5  // xc_physdev_map_pirq_msi
+	OpUnmapPirq     Op = 6  // xc_physdev_unmap_pirq
+	OpBindPtPciIrq  Op = 7  // xc_domain_bind_pt_pci_irq
+	OpUnbindPtIrq   Op = 8  // xc_domain_unbind_pt_irq
+	OpUpdateMsiIrq  Op = 9  // xc_domain_update_msi_irq
+	OpUnbindMsiIrq  Op = 10 // xc_domain_unbind_msi_irq
+	OpConfigRead    Op = 11 // read config space (sysfs config)
+	OpConfigWrite   Op = 12 // write config space through the filter
+	OpReset         Op = 13 // reset a device of the session
+	opMax              = OpReset
 )
 
 var opNames = map[Op]string{
