@@ -52,3 +52,11 @@ bench: deps build
 
 clean:
 	rm -rf bin
+
+# --- integration (rigs) ---
+# Nested L1 VM rigs (integration/rig): Debian kernel + emulated VT-d under TCG.
+# Knobs: DMSANDBOX_RIG_CACHE (default /var/cache/dmsandbox-rig), RIG_RUN (test regexp).
+RIG_RUN ?= Rig
+.PHONY: test-rig
+test-rig: deps build
+	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 20m -run '$(RIG_RUN)' ./integration/...
