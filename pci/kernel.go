@@ -1,8 +1,10 @@
 package pci
 
 import (
+	"bytes"
 	"fmt"
 	"os"
+	"time"
 )
 
 // Kernel is the seam through which this package changes the host: every
@@ -56,4 +58,30 @@ func (s *Sysfs) kernel() Kernel {
 		return realKernel{}
 	}
 	return s.Kernel
+}
+
+// DefaultTimeout bounds one kernel write (a probe, an unbind, a reset):
+// a driver's probe or remove, or a device that never comes back from a
+// reset, can block the writer inside the kernel.
+const DefaultTimeout = 10 * time.Second
+
+// writeAttr writes a sysfs attribute through the Kernel, giving up after
+// timeout. A write stuck in the kernel cannot be cancelled: the goroutine
+// stays blocked until the kernel returns, and the caller gets ErrTimeout
+// and must treat the device as in an unknown state.
+func (s *Sysfs) writeAttr(path string, data []byte, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	done := make(chan error, 1)
+	k := s.kernel()
+	go func() { done <- k.WriteAttr(path, data) }()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("write %q to %s: no answer after %v: %w", bytes.TrimSpace(data), path, timeout, ErrTimeout)
+	}
 }
