@@ -24,6 +24,7 @@ const (
 type command struct {
 	Name    string
 	Summary string
+	Hidden  bool // internal plumbing, not listed in usage
 	Run     func(args []string) int
 }
 
@@ -46,7 +47,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	names := make([]string, 0, len(commands))
 	for n := range commands {
-		if n != "dm" {
+		if n != "dm" && !commands[n].Hidden {
 			names = append(names, n)
 		}
 	}

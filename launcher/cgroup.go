@@ -1,0 +1,319 @@
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	cgroups "github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// This file is the only cgroup writer of the launcher: it creates the
+// sandbox's cgroup, writes every limit (device rules included), reads
+// statistics and kills. libcontainer is given the same relative path and
+// only joins it (writes the init pid into cgroup.procs).
+
+// CgroupMode is the cgroup layout a sandbox's cgroup lives in.
+type CgroupMode string
+
+const (
+	CgroupV1 CgroupMode = "v1" // legacy or hybrid: controllers on v1 hierarchies
+	CgroupV2 CgroupMode = "v2" // unified: controllers on the cgroup2 hierarchy
+)
+
+// DetectCgroupMode chooses v2 only when the unified hierarchy holds the
+// controllers; a hybrid host (v1 controllers, an empty cgroup2 at
+// /sys/fs/cgroup/unified) is driven through v1.
+func DetectCgroupMode() CgroupMode {
+	if cgroups.Mode() == cgroups.Unified {
+		return CgroupV2
+	}
+	return CgroupV1
+}
+
+// DeviceRule allows access to one device node in the sandbox's cgroup.
+type DeviceRule struct {
+	Type         byte // 'c' or 'b'
+	Major, Minor int64
+	Access       string // subset of "rwm"
+}
+
+// Cgroup is a sandbox's cgroup on either layout.
+type Cgroup struct {
+	Mode CgroupMode
+	// Rel is the path relative to the launcher's own cgroup on every
+	// hierarchy (parent/NAME); libcontainer joins the same relative path.
+	Rel string
+	// Paths are the absolute directories, per v1 subsystem ("" for v2).
+	Paths map[string]string
+
+	v1 cgroup1.Cgroup
+	v2 *cgroup2.Manager
+}
+
+// cgroupRoot is the cgroupfs mount point; a variable so tests can point
+// at a fake tree.
+var cgroupRoot = "/sys/fs/cgroup"
+
+// createCgroup makes parent/name under the launcher's own cgroup with
+// every limit set. It fails if a cgroup of that name exists: that is a
+// leftover or a sandbox of the same name, and either way not ours to join.
+func createCgroup(parent, name string, lim CgroupLimits, devs []DeviceRule) (*Cgroup, error) {
+	rel := filepath.Join(parent, name)
+	mode := DetectCgroupMode()
+	c := &Cgroup{Mode: mode, Rel: rel, Paths: map[string]string{}}
+	switch mode {
+	case CgroupV1:
+		path := cgroup1.NestedPath(rel)
+		if p, err := path(cgroup1.Memory); err == nil {
+			if _, err := os.Stat(filepath.Join(cgroupRoot, "memory", p)); err == nil {
+				return nil, fmt.Errorf("cgroup %s exists already", filepath.Join(cgroupRoot, "memory", p))
+			}
+		}
+		cg, err := cgroup1.New(path, v1Resources(lim, devs))
+		if err != nil {
+			return nil, fmt.Errorf("create cgroup %s: %w", rel, err)
+		}
+		c.v1 = cg
+		for _, s := range cg.Subsystems() {
+			if p, err := path(s.Name()); err == nil {
+				c.Paths[string(s.Name())] = filepath.Join(cgroupRoot, string(s.Name()), p)
+			}
+		}
+		for _, required := range []cgroup1.Name{cgroup1.Memory, cgroup1.Pids, cgroup1.Cpu, cgroup1.Devices, cgroup1.Freezer} {
+			if _, ok := c.Paths[string(required)]; !ok {
+				c.v1.Delete()
+				return nil, fmt.Errorf("cgroup v1 controller %s is not available", required)
+			}
+		}
+	case CgroupV2:
+		own, err := ownV2Group()
+		if err != nil {
+			return nil, err
+		}
+		group := filepath.Join(own, rel)
+		if _, err := os.Stat(filepath.Join(cgroupRoot, group)); err == nil {
+			return nil, fmt.Errorf("cgroup %s exists already", filepath.Join(cgroupRoot, group))
+		}
+		m, err := cgroup2.NewManager(cgroupRoot, group, v2Resources(lim, devs))
+		if err != nil {
+			return nil, fmt.Errorf("create cgroup %s: %w", group, err)
+		}
+		c.v2 = m
+		c.Paths[""] = filepath.Join(cgroupRoot, group)
+	}
+	return c, nil
+}
+
+// loadCgroup reopens a sandbox cgroup from the absolute paths recorded in
+// its state file (used by the reaper and by ps/inspect).
+func loadCgroup(mode CgroupMode, paths map[string]string) (*Cgroup, error) {
+	c := &Cgroup{Mode: mode, Paths: paths}
+	switch mode {
+	case CgroupV1:
+		rels := map[string]string{}
+		for sub, abs := range paths {
+			rels[sub] = strings.TrimPrefix(abs, filepath.Join(cgroupRoot, sub))
+		}
+		cg, err := cgroup1.Load(func(n cgroup1.Name) (string, error) {
+			if r, ok := rels[string(n)]; ok {
+				return r, nil
+			}
+			return "", cgroup1.ErrControllerNotActive
+		})
+		if err != nil {
+			return nil, fmt.Errorf("load cgroup %v: %w", paths, err)
+		}
+		c.v1 = cg
+	case CgroupV2:
+		group := strings.TrimPrefix(paths[""], cgroupRoot)
+		m, err := cgroup2.Load(group, cgroup2.WithMountpoint(cgroupRoot))
+		if err != nil {
+			return nil, fmt.Errorf("load cgroup %s: %w", paths[""], err)
+		}
+		c.v2 = m
+	default:
+		return nil, fmt.Errorf("unknown cgroup mode %q", mode)
+	}
+	return c, nil
+}
+
+func ownV2Group() (string, error) {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p, nil
+		}
+	}
+	return "", errors.New("no cgroup2 entry in /proc/self/cgroup")
+}
+
+func v1Resources(lim CgroupLimits, devs []DeviceRule) *specs.LinuxResources {
+	mem := lim.MemoryBytes
+	swap := lim.MemoryBytes // memsw == mem: no swap beyond the memory limit
+	quota := lim.CPUQuotaUS
+	r := &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: &mem},
+		Pids:   &specs.LinuxPids{Limit: &lim.Pids},
+		CPU:    &specs.LinuxCPU{Shares: &lim.CPUShares},
+	}
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "memory", "memory.memsw.limit_in_bytes")); err == nil {
+		r.Memory.Swap = &swap
+	}
+	if quota > 0 {
+		r.CPU.Quota = &quota
+		r.CPU.Period = &lim.CPUPeriodUS
+	}
+	r.Devices = deviceCgroupRules(devs)
+	return r
+}
+
+func v2Resources(lim CgroupLimits, devs []DeviceRule) *cgroup2.Resources {
+	mem := lim.MemoryBytes
+	var swap int64 // no swap
+	// cpu.weight from shares, as runc converts (1..10000).
+	weight := 1 + ((lim.CPUShares-2)*9999)/262142
+	r := &cgroup2.Resources{
+		Memory: &cgroup2.Memory{Max: &mem, Swap: &swap},
+		Pids:   &cgroup2.Pids{Max: lim.Pids},
+		CPU:    &cgroup2.CPU{Weight: &weight},
+	}
+	if lim.CPUQuotaUS > 0 {
+		q := lim.CPUQuotaUS
+		r.CPU.Max = cgroup2.NewCPUMax(&q, &lim.CPUPeriodUS)
+	}
+	r.Devices = deviceCgroupRules(devs)
+	return r
+}
+
+// deviceCgroupRules denies every device, then allows exactly the nodes
+// the sandbox was given.
+func deviceCgroupRules(devs []DeviceRule) []specs.LinuxDeviceCgroup {
+	out := []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
+	for _, d := range devs {
+		major, minor := d.Major, d.Minor
+		out = append(out, specs.LinuxDeviceCgroup{Allow: true, Type: string(d.Type),
+			Major: &major, Minor: &minor, Access: d.Access})
+	}
+	return out
+}
+
+// Pids lists every process in the cgroup.
+func (c *Cgroup) Pids() ([]int, error) {
+	var out []int
+	switch c.Mode {
+	case CgroupV1:
+		procs, err := c.v1.Processes(cgroup1.Pids, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range procs {
+			out = append(out, p.Pid)
+		}
+	case CgroupV2:
+		procs, err := c.v2.Procs(true)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range procs {
+			out = append(out, int(p))
+		}
+	}
+	return out, nil
+}
+
+// Kill SIGKILLs every process of the cgroup and waits until it is empty.
+// On v1 the cgroup is frozen first so that a process forking in a loop
+// cannot outrun the kill; on v2 cgroup.kill does that in the kernel.
+func (c *Cgroup) Kill(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		pids, err := c.Pids()
+		if err != nil {
+			return fmt.Errorf("kill cgroup %s: %w", c.Rel, err)
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kill cgroup %s: %d processes left after %v", c.Rel, len(pids), timeout)
+		}
+		switch c.Mode {
+		case CgroupV1:
+			// Freeze can fail on a cgroup whose tasks are exiting; the
+			// loop then simply tries again.
+			_ = c.v1.Freeze()
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			_ = c.v1.Thaw()
+		case CgroupV2:
+			_ = c.v2.Kill()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Delete removes the (empty) cgroup directories. A directory already gone
+// is not an error.
+func (c *Cgroup) Delete() error {
+	var err error
+	switch c.Mode {
+	case CgroupV1:
+		err = c.v1.Delete()
+	case CgroupV2:
+		err = c.v2.Delete()
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete cgroup %s: %w", c.Rel, err)
+	}
+	return nil
+}
+
+// Stats are the figures ps/inspect show.
+type CgroupStats struct {
+	MemoryUsage uint64 `json:"memory_usage"`
+	MemoryLimit uint64 `json:"memory_limit"`
+	PidsCurrent uint64 `json:"pids_current"`
+	PidsLimit   uint64 `json:"pids_limit"`
+}
+
+// Stats reads memory and pids usage and limits.
+func (c *Cgroup) Stats() (CgroupStats, error) {
+	var s CgroupStats
+	switch c.Mode {
+	case CgroupV1:
+		m, err := c.v1.Stat(cgroup1.IgnoreNotExist)
+		if err != nil {
+			return s, err
+		}
+		if m.Memory != nil && m.Memory.Usage != nil {
+			s.MemoryUsage, s.MemoryLimit = m.Memory.Usage.Usage, m.Memory.Usage.Limit
+		}
+		if m.Pids != nil {
+			s.PidsCurrent, s.PidsLimit = m.Pids.Current, m.Pids.Limit
+		}
+	case CgroupV2:
+		m, err := c.v2.Stat()
+		if err != nil {
+			return s, err
+		}
+		if m.Memory != nil {
+			s.MemoryUsage, s.MemoryLimit = m.Memory.Usage, m.Memory.UsageLimit
+		}
+		if m.Pids != nil {
+			s.PidsCurrent, s.PidsLimit = m.Pids.Current, m.Pids.Limit
+		}
+	}
+	return s, nil
+}

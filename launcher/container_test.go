@@ -1,0 +1,100 @@
+package launcher
+
+import (
+	"testing"
+
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
+)
+
+func testSetup(userns bool) *containerSetup {
+	return &containerSetup{name: "t", rootfs: "/nonexistent", uid: 3000007, userns: userns,
+		cgroupRel: "dmsandbox/t", tmpSize: "1m", rlimits: rlimits(DefaultConfig().Rlimits),
+		devices: []devNode{{Path: "/dev/null", Type: 'c', Major: 1, Minor: 3, Mode: 0o666},
+			{Path: "/dev/kvm", Type: 'c', Major: 10, Minor: 232, Mode: 0o600, Private: true}},
+		privateNodes: map[string]string{"/dev/kvm": "/var/cache/dmsandbox/dev/3000007/c-10-232"}}
+}
+
+func TestBuildConfigConfinement(t *testing.T) {
+	cfg := buildConfig(testSetup(false))
+	if c := cfg.Capabilities; c == nil || len(c.Bounding)+len(c.Effective)+len(c.Permitted)+len(c.Inheritable)+len(c.Ambient) != 0 {
+		t.Fatalf("capabilities not all dropped: %+v", c)
+	}
+	if !cfg.NoNewPrivileges || !cfg.Readonlyfs {
+		t.Fatal("no_new_privs or read-only root missing")
+	}
+	for _, ns := range []configs.NamespaceType{configs.NEWNS, configs.NEWPID, configs.NEWIPC, configs.NEWUTS, configs.NEWNET} {
+		if !cfg.Namespaces.Contains(ns) {
+			t.Errorf("namespace %s missing", ns)
+		}
+	}
+	if cfg.Namespaces.Contains(configs.NEWUSER) {
+		t.Error("user namespace without the option")
+	}
+	for _, m := range cfg.Mounts {
+		if m.Device == "sysfs" || m.Destination == "/sys" {
+			t.Errorf("sysfs mounted: %+v", m)
+		}
+		if m.Device == "proc" && m.Flags&unix.MS_NOEXEC == 0 {
+			t.Errorf("proc without noexec")
+		}
+	}
+	if r := cfg.Cgroups.Resources; r == nil || r.Memory != 0 || r.PidsLimit != nil || r.CpuQuota != 0 || len(r.Devices) != 3 {
+		t.Fatalf("libcontainer must only join the cgroup: %+v", cfg.Cgroups.Resources)
+	}
+	var kvm bool
+	for _, d := range cfg.Devices {
+		if d.Path == "/dev/kvm" {
+			kvm = d.Uid == 3000007 && d.Gid == 3000007 && d.FileMode == 0o600
+		}
+	}
+	if !kvm {
+		t.Fatal("/dev/kvm not owned by the sandbox uid with mode 0600")
+	}
+	want := map[int]uint64{unix.RLIMIT_CORE: 0, unix.RLIMIT_MSGQUEUE: 0, unix.RLIMIT_LOCKS: 0}
+	for _, r := range cfg.Rlimits {
+		if v, ok := want[r.Type]; ok && (r.Hard != v || r.Soft != v) {
+			t.Errorf("rlimit %d = %d/%d, want %d", r.Type, r.Soft, r.Hard, v)
+		}
+		if r.Type == unix.RLIMIT_MEMLOCK {
+			t.Error("MEMLOCK set although not configured")
+		}
+	}
+}
+
+func TestBuildConfigUserNS(t *testing.T) {
+	cfg := buildConfig(testSetup(true))
+	if !cfg.Namespaces.Contains(configs.NEWUSER) {
+		t.Fatal("no user namespace")
+	}
+	for _, m := range cfg.UIDMappings {
+		if m.HostID == 0 {
+			t.Fatalf("host root mapped into the sandbox: %+v", cfg.UIDMappings)
+		}
+	}
+	var bound bool
+	for _, m := range cfg.Mounts {
+		if m.Destination == "/dev/kvm" && m.Source == "/var/cache/dmsandbox/dev/3000007/c-10-232" {
+			bound = true
+		}
+	}
+	if !bound {
+		t.Fatal("/dev/kvm not bound from the sandbox-owned node")
+	}
+	for _, d := range cfg.Devices {
+		if d.Path == "/dev/kvm" {
+			t.Fatal("/dev/kvm also listed as a device: runc would bind the host node over ours")
+		}
+	}
+}
+
+func TestDeviceRulesNoMknod(t *testing.T) {
+	for _, r := range deviceCgroupRules(deviceRules(testSetup(false).devices))[1:] {
+		if !r.Allow || r.Access != "rw" {
+			t.Fatalf("rule %+v", r)
+		}
+	}
+	if first := deviceCgroupRules(nil)[0]; first.Allow || first.Access != "rwm" {
+		t.Fatalf("first rule must deny all: %+v", first)
+	}
+}

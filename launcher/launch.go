@@ -1,0 +1,311 @@
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dmsandbox/dmsandbox/seccomp"
+)
+
+// ErrSetup marks a failure while building the sandbox. Everything built up
+// to that point has been undone when it is returned.
+var ErrSetup = errors.New("sandbox setup failed")
+
+// Launcher starts sandboxes with one configuration.
+type Launcher struct {
+	Config Config
+	// Stdio of the confined program; nil Stdin is /dev/null, nil
+	// Stdout/Stderr are the launcher's own.
+	Stdin, Stdout, Stderr *os.File
+	// Log receives the launcher's own messages (nil: discarded).
+	Log io.Writer
+}
+
+// Sandbox is a started sandbox. Close it exactly once.
+type Sandbox struct {
+	State State
+
+	cfg       *Config
+	dir       string // the run directory, once this launcher created it
+	cg        *Cgroup
+	ctr       *runningContainer
+	reaper    *reaper
+	nameLock  *os.File
+	indexLock *os.File
+
+	waitOnce sync.Once
+	ps       *os.ProcessState
+	waitErr  error
+	exited   chan struct{}
+}
+
+// Start builds the sandbox and starts the program in it. It returns when
+// the program runs and, for QEMU, when its QMP monitor answers. On error
+// nothing is left behind; the error wraps ErrUsage, ErrConfig,
+// ErrConflict or ErrSetup.
+func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
+	cfg := l.Config
+	// 1. Validate everything before touching the host.
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if err := spec.resolve(&cfg); err != nil {
+		return nil, err
+	}
+	// 2. The seccomp filter: no filter, no sandbox (fail closed).
+	var sopts []seccomp.Option
+	if cfg.SeccompLog {
+		sopts = append(sopts, seccomp.LogMode())
+	}
+	prof, err := seccomp.Load(spec.Profile, sopts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: seccomp profile %q: %v", ErrUsage, spec.Profile, err)
+	}
+	devices, err := sandboxDevices(spec.Profile, spec.ExtraDevices)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+
+	// 3. Claim the name, then the uid index. The locks are held by this
+	// process and its reaper until the last leftover is gone.
+	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: run dir: %v", ErrSetup, err)
+	}
+	nameLock, err := lockFile(filepath.Join(cfg.RunDir, spec.Name+".lock"))
+	if err != nil {
+		if errors.Is(err, ErrConflict) {
+			return nil, fmt.Errorf("%w: a sandbox named %q is running", ErrConflict, spec.Name)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	sb := &Sandbox{cfg: &cfg, nameLock: nameLock, exited: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			sb.teardown()
+		}
+	}()
+	// A directory under a free name lock is the leftover of a launcher
+	// and reaper that both died: finish their cleanup first.
+	if err := cleanupSandbox(cfg.RunDir, spec.Name); err != nil {
+		return nil, fmt.Errorf("%w: leftovers of an earlier %q: %v", ErrSetup, spec.Name, err)
+	}
+	index, indexLock, err := allocIndex(cfg.RunDir, spec.Index, cfg.UIDCount)
+	if err != nil {
+		if errors.Is(err, ErrConflict) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	sb.indexLock = indexLock
+	uid, _ := cfg.UID(uint32(index))
+
+	// 4. The minimal root (cached; built once per content identity).
+	rootfs, err := ensureRoot(cfg.CacheDir, spec.Program, cfg.ExtraPaths)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	privateNodes := map[string]string{}
+	if cfg.UserNamespace {
+		for _, d := range devices {
+			if d.Private {
+				p, err := privateNode(filepath.Join(cfg.CacheDir, "dev", fmt.Sprint(uid)), d, uid)
+				if err != nil {
+					return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+				}
+				privateNodes[d.Path] = p
+			}
+		}
+	}
+
+	// 5. The run directory and the fds the program gets.
+	dir := sandboxDir(cfg.RunDir, spec.Name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	sb.dir = dir
+	var h handover
+	args := spec.Args
+	qmpPath := ""
+	if isQEMU(spec.Program) && !spec.NoQMP {
+		qmpPath = filepath.Join(dir, "qmp.sock")
+		qf, err := listenQMP(qmpPath)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+		}
+		defer qf.Close() // QEMU has its own copy once started
+		args = append(qmpArgs(h.add("qmp", qf)), args...)
+	}
+	for _, f := range spec.Files {
+		h.add(f.Name, f.File)
+	}
+
+	// 6. The cgroup with every limit, before anything runs in it.
+	cg, err := createCgroup(cfg.CgroupParent, spec.Name, cfg.Cgroup, deviceRules(devices))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	sb.cg = cg
+
+	// 7. Record the state, then start the reaper: from here on a SIGKILL
+	// of this process still ends in a full cleanup.
+	sb.State = State{Version: StateVersion, Name: spec.Name, Index: index, UID: uid,
+		LauncherPid: os.Getpid(), Program: spec.Program, Args: args, Profile: spec.Profile,
+		UserNS: cfg.UserNamespace, CgroupMode: cg.Mode, CgroupPaths: cg.Paths,
+		QMPSocket: qmpPath, Files: h.names, Started: time.Now().UTC()}
+	if err := writeState(cfg.RunDir, &sb.State); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	if sb.reaper, err = startReaper(cfg.RunDir, spec.Name, nameLock, indexLock); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	sb.State.ReaperPid = sb.reaper.cmd.Process.Pid
+
+	// 8. Start the program confined.
+	stdin, closeIn, err := openStdio(l.Stdin, os.O_RDONLY)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	defer closeIn()
+	stdout, stderr := l.Stdout, l.Stderr
+	if stdout == nil {
+		stdout = os.Stdout
+	}
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	setup := &containerSetup{name: spec.Name, stateRoot: filepath.Join(dir, "runc"), rootfs: rootfs,
+		uid: uid, userns: cfg.UserNamespace, cgroupRel: cg.Rel, devices: devices,
+		privateNodes: privateNodes, rlimits: rlimits(cfg.Rlimits), seccomp: prof.Config(), tmpSize: "64m"}
+	argv := append([]string{spec.Program}, args...)
+	ctr, err := startContainer(setup, argv, spec.Env, h.files, stdin, stdout, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	sb.ctr = ctr
+	sb.State.Pid = ctr.Pid()
+	go sb.wait()
+	if err := writeState(cfg.RunDir, &sb.State); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+
+	// 9. Ready: QMP answers (QEMU), or the program is running.
+	if qmpPath != "" {
+		ready := make(chan error, 1)
+		go func() {
+			_, err := waitQMP(qmpPath, time.Duration(cfg.QMPTimeoutMS)*time.Millisecond)
+			ready <- err
+		}()
+		select {
+		case err := <-ready:
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s did not become ready: %v", ErrSetup, spec.Program, err)
+			}
+		case <-sb.exited:
+			return nil, fmt.Errorf("%w: %s exited before its monitor answered (%s)", ErrSetup, spec.Program, exitString(sb.ps))
+		}
+	}
+	l.logf("dmsandbox: %s: pid %d uid %d profile %s cgroup %s (%s)\n", spec.Name, sb.State.Pid, uid, spec.Profile, cg.Rel, cg.Mode)
+	return sb, nil
+}
+
+func (l *Launcher) logf(format string, args ...any) {
+	if l.Log != nil {
+		fmt.Fprintf(l.Log, format, args...)
+	}
+}
+
+func (sb *Sandbox) wait() {
+	sb.waitOnce.Do(func() {
+		sb.ps, sb.waitErr = sb.ctr.Wait()
+		close(sb.exited)
+	})
+}
+
+// Exited is closed when the program has exited.
+func (sb *Sandbox) Exited() <-chan struct{} { return sb.exited }
+
+// Signal forwards sig to the program.
+func (sb *Sandbox) Signal(sig os.Signal) error { return sb.ctr.Signal(sig) }
+
+// Wait waits for the program and returns its exit status in shell form:
+// the exit code, or 128+signal.
+func (sb *Sandbox) Wait() int {
+	<-sb.exited
+	return ExitStatus(sb.ps)
+}
+
+// Stop asks the program to terminate (SIGTERM), and after grace kills the
+// whole cgroup. It returns the program's exit status.
+func (sb *Sandbox) Stop(grace time.Duration) int {
+	select {
+	case <-sb.exited:
+	default:
+		sb.ctr.Signal(syscall.SIGTERM)
+		select {
+		case <-sb.exited:
+		case <-time.After(grace):
+			sb.cg.Kill(10 * time.Second)
+		}
+	}
+	return sb.Wait()
+}
+
+// Close kills whatever is left of the sandbox and removes its cgroup and
+// run directory. It is safe after Stop or Wait.
+func (sb *Sandbox) Close() error { return sb.teardown() }
+
+func (sb *Sandbox) teardown() error {
+	var errs []error
+	if sb.cg != nil {
+		if err := sb.cg.Kill(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if sb.ctr != nil {
+		sb.wait()
+	}
+	if sb.cg != nil {
+		if err := sb.cg.Delete(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if sb.dir != "" {
+		if err := os.RemoveAll(sb.dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if sb.reaper != nil {
+		sb.reaper.release() // nothing left for it to do
+	}
+	if sb.indexLock != nil {
+		sb.indexLock.Close()
+	}
+	if sb.nameLock != nil {
+		sb.nameLock.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// ExitStatus converts a process state to a shell-style exit status.
+func ExitStatus(ps *os.ProcessState) int {
+	if ps == nil {
+		return 255
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+func exitString(ps *os.ProcessState) string {
+	if ps == nil {
+		return "unknown status"
+	}
+	return ps.String()
+}

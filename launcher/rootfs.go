@@ -1,0 +1,264 @@
+package launcher
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// rootfsFormat is part of every root's identity: bump it when the layout
+// of a built root changes, so old cache entries are never reused.
+const rootfsFormat = "dmsandbox-rootfs-v1"
+
+// mountPoints are created empty in every root so that runc never has to
+// write into the (cached, shared) root directory at start.
+var mountPoints = []string{"/proc", "/dev", "/tmp", "/run"}
+
+// qemuDataDirs are what a qemu-system-* binary loads besides its ELF
+// dependencies: its firmware search path (Debian's `qemu-system-x86_64 -L
+// help`: option ROMs and keymaps, SeaBIOS, iPXE ROMs). Missing ones are
+// skipped: not every host has every firmware package.
+var qemuDataDirs = []string{"/usr/share/qemu", "/usr/share/seabios", "/usr/lib/ipxe/qemu"}
+
+// qemuModuleGlobs are the QEMU modules copied into the root. Debian builds
+// TCG as a module; UI and audio modules are left out on purpose: they pull
+// in GTK/SDL/PulseAudio and have no place in a device model.
+var qemuModuleGlobs = []string{"/usr/lib/x86_64-linux-gnu/qemu/accel-*.so"}
+
+// rootEntry is one node of a planned root: a directory, a symlink (Target)
+// or a regular file copied from Host.
+type rootEntry struct {
+	Path   string // absolute path inside the root
+	Kind   byte   // 'd', 'l' or 'f'
+	Target string // link target, as on the host
+	Host   string // source of a file
+	Size   int64
+	Mtime  int64
+	Ino    uint64
+	Mode   fs.FileMode
+}
+
+// rootPlan is the list of nodes a root needs, and its identity.
+type rootPlan struct {
+	entries map[string]rootEntry
+}
+
+// planRoot lists what PROGRAM needs: itself, its ELF closure and, for
+// QEMU, its data and module directories, plus the config's extra paths.
+// Symlinks on the way (Debian's merged /usr: /lib -> usr/lib) are
+// reproduced, not flattened, so that paths baked into binaries resolve.
+func planRoot(program string, extra []string) (*rootPlan, error) {
+	p := &rootPlan{entries: map[string]rootEntry{}}
+	for _, mp := range mountPoints {
+		p.entries[mp] = rootEntry{Path: mp, Kind: 'd', Mode: 0o755}
+	}
+	objects := []string{program}
+	var trees []string
+	if isQEMU(program) {
+		for _, g := range qemuModuleGlobs {
+			mods, _ := filepath.Glob(g)
+			objects = append(objects, mods...)
+		}
+		for _, d := range qemuDataDirs {
+			if _, err := os.Stat(d); err == nil {
+				trees = append(trees, d)
+			}
+		}
+	}
+	deps, err := elfClosure(objects...)
+	if err != nil {
+		return nil, err
+	}
+	for _, path := range append(append(objects, deps...), append(trees, extra...)...) {
+		if err := p.add(path, 0); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// add plans host path (absolute) and, through symlinks, what it points to.
+func (p *rootPlan) add(path string, depth int) error {
+	if depth > 40 {
+		return fmt.Errorf("too many levels of symbolic links at %s", path)
+	}
+	path = filepath.Clean(path)
+	// Walk the parents so that a symlinked directory on the way is
+	// reproduced as a link and followed.
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	cur := "/"
+	for i, part := range parts {
+		next := filepath.Join(cur, part)
+		st, err := os.Lstat(next)
+		if err != nil {
+			if i == len(parts)-1 && errors.Is(err, fs.ErrNotExist) && depth > 0 {
+				return nil // a dangling link (e.g. an uninstalled OVMF): keep the link, skip the target
+			}
+			return fmt.Errorf("rootfs: %w", err)
+		}
+		if st.Mode()&fs.ModeSymlink != 0 {
+			target, err := os.Readlink(next)
+			if err != nil {
+				return fmt.Errorf("rootfs: %w", err)
+			}
+			p.entries[next] = rootEntry{Path: next, Kind: 'l', Target: target}
+			resolved := target
+			if !filepath.IsAbs(target) {
+				resolved = filepath.Join(cur, target)
+			}
+			rest := filepath.Join(append([]string{resolved}, parts[i+1:]...)...)
+			return p.add(rest, depth+1)
+		}
+		if i < len(parts)-1 {
+			if !st.IsDir() {
+				return fmt.Errorf("rootfs: %s is not a directory", next)
+			}
+			p.entries[next] = rootEntry{Path: next, Kind: 'd', Mode: st.Mode().Perm()}
+			cur = next
+			continue
+		}
+		if st.IsDir() {
+			p.entries[next] = rootEntry{Path: next, Kind: 'd', Mode: st.Mode().Perm()}
+			ents, err := os.ReadDir(next)
+			if err != nil {
+				return fmt.Errorf("rootfs: %w", err)
+			}
+			for _, e := range ents {
+				if err := p.add(filepath.Join(next, e.Name()), depth); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("rootfs: %s is neither a file, a directory nor a link", next)
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		p.entries[next] = rootEntry{Path: next, Kind: 'f', Host: next, Size: st.Size(),
+			Mtime: st.ModTime().UnixNano(), Ino: sys.Ino, Mode: st.Mode().Perm()}
+	}
+	return nil
+}
+
+// sorted returns the entries in path order (parents before children).
+func (p *rootPlan) sorted() []rootEntry {
+	out := make([]rootEntry, 0, len(p.entries))
+	for _, e := range p.entries {
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// identity names the root by what it is made of: every node's path, kind,
+// link target, and for files size, mtime, inode and mode. A package upgrade
+// replaces files (new inode and mtime) and so yields a new root. Hashing
+// file contents would cost ~0.2 s per launch for QEMU's 60 MB closure; the
+// metadata identifies the same content on a host where only root writes
+// /usr.
+func (p *rootPlan) identity() string {
+	h := sha256.New()
+	io.WriteString(h, rootfsFormat+"\n")
+	for _, e := range p.sorted() {
+		fmt.Fprintf(h, "%c %s %s %d %d %d %o\n", e.Kind, e.Path, e.Target, e.Size, e.Mtime, e.Ino, e.Mode)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// ensureRoot returns the directory of the minimal root for program,
+// building it under cacheDir/roots when no root of the same identity
+// exists. Concurrent builders race benignly: each builds in its own
+// temporary directory and the first rename wins.
+func ensureRoot(cacheDir, program string, extra []string) (string, error) {
+	plan, err := planRoot(program, extra)
+	if err != nil {
+		return "", err
+	}
+	rootsDir := filepath.Join(cacheDir, "roots")
+	dir := filepath.Join(rootsDir, plan.identity())
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return dir, nil
+	}
+	if err := os.MkdirAll(rootsDir, 0o700); err != nil {
+		return "", fmt.Errorf("rootfs: %w", err)
+	}
+	tmp, err := os.MkdirTemp(rootsDir, ".build-")
+	if err != nil {
+		return "", fmt.Errorf("rootfs: %w", err)
+	}
+	defer os.RemoveAll(tmp) // a no-op after a successful rename
+	if err := plan.build(tmp); err != nil {
+		return "", err
+	}
+	// The roots directory is 0700 (only root walks it); the root itself
+	// must be traversable by the sandbox uid.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", fmt.Errorf("rootfs: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if st, serr := os.Stat(dir); serr == nil && st.IsDir() {
+			return dir, nil // another launcher built the same root first
+		}
+		return "", fmt.Errorf("rootfs: %w", err)
+	}
+	return dir, nil
+}
+
+// build materialises the plan under dir. Files are hard-linked from the
+// host when on the same filesystem (free, and the root is mounted
+// read-only anyway), copied otherwise.
+func (p *rootPlan) build(dir string) error {
+	for _, e := range p.sorted() {
+		dst := filepath.Join(dir, e.Path)
+		var err error
+		switch e.Kind {
+		case 'd':
+			err = os.MkdirAll(dst, 0o755)
+			if err == nil {
+				err = os.Chmod(dst, e.Mode)
+			}
+		case 'l':
+			err = os.Symlink(e.Target, dst)
+		case 'f':
+			if err = os.Link(e.Host, dst); err != nil {
+				err = copyFile(e.Host, dst, e.Mode)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("rootfs: build %s: %w", e.Path, err)
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string, mode fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// isQEMU tells whether program is a QEMU system emulator, which gets the
+// management QMP socket and QEMU's data directories.
+func isQEMU(program string) bool {
+	base := filepath.Base(program)
+	return strings.HasPrefix(base, "qemu-system-") || strings.HasSuffix(base, "-qemu-system-i386")
+}

@@ -1,0 +1,116 @@
+package launcher
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestELFClosureOfLs(t *testing.T) {
+	deps, err := elfClosure("/bin/ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var haveLibc, haveInterp bool
+	for _, d := range deps {
+		haveLibc = haveLibc || strings.Contains(d, "libc.so.6")
+		haveInterp = haveInterp || strings.Contains(d, "ld-linux")
+	}
+	if !haveLibc || !haveInterp {
+		t.Fatalf("closure of /bin/ls misses libc or the interpreter: %v", deps)
+	}
+}
+
+func TestELFClosureRejectsNonELF(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "script")
+	os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755)
+	if _, err := elfClosure(p); err == nil {
+		t.Fatal("a shell script passed as an ELF program")
+	}
+}
+
+func TestPlanRootReproducesLinks(t *testing.T) {
+	plan, err := planRoot("/bin/ls", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Debian 12 is merged-/usr: /bin and /lib64 are links to usr/...
+	if st, err := os.Lstat("/bin"); err == nil && st.Mode()&os.ModeSymlink != 0 {
+		e, ok := plan.entries["/bin"]
+		if !ok || e.Kind != 'l' {
+			t.Fatalf("/bin is a link on the host but %+v in the plan", e)
+		}
+	}
+	for _, mp := range mountPoints {
+		if e := plan.entries[mp]; e.Kind != 'd' {
+			t.Errorf("mount point %s missing from plan", mp)
+		}
+	}
+	for p := range plan.entries {
+		if strings.HasPrefix(p, "/etc") || strings.HasPrefix(p, "/home") || strings.HasPrefix(p, "/root") {
+			t.Errorf("plan holds %s, which ls does not need", p)
+		}
+	}
+}
+
+func TestRootIdentityAndCache(t *testing.T) {
+	cache := t.TempDir()
+	a, err := ensureRoot(cache, "/bin/ls", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ensureRoot(cache, "/bin/ls", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Fatalf("same program, two roots: %s %s", a, b)
+	}
+	c, err := ensureRoot(cache, "/bin/ls", []string{"/etc/hostname"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c == a {
+		t.Fatal("an extra path did not change the root's identity")
+	}
+	if _, err := os.Stat(filepath.Join(a, "bin/ls")); err != nil {
+		t.Fatalf("program missing from its root: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(a, "etc")); err == nil {
+		t.Fatal("root has /etc although nothing needs it")
+	}
+	st, _ := os.Stat(a)
+	if st.Mode().Perm() != 0o755 {
+		t.Fatalf("root mode %v, want 0755", st.Mode().Perm())
+	}
+	// No build directories are left behind.
+	ents, _ := os.ReadDir(filepath.Join(cache, "roots"))
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".build-") {
+			t.Fatalf("leftover %s", e.Name())
+		}
+	}
+}
+
+func TestPlanRootQEMU(t *testing.T) {
+	qemu := "/usr/bin/qemu-system-x86_64"
+	if _, err := os.Stat(qemu); err != nil {
+		t.Skip("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
+	}
+	plan, err := planRoot(qemu, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tcg, bios bool
+	for p := range plan.entries {
+		tcg = tcg || strings.HasSuffix(p, "accel-tcg-x86_64.so")
+		bios = bios || strings.HasSuffix(p, "bios-256k.bin")
+		if strings.Contains(p, "/ui-gtk") || strings.Contains(p, "libgtk") {
+			t.Errorf("UI module or GTK in a device model root: %s", p)
+		}
+	}
+	if !tcg || !bios {
+		t.Fatalf("QEMU root lacks the TCG module (%v) or SeaBIOS (%v)", tcg, bios)
+	}
+}

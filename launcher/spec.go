@@ -1,0 +1,109 @@
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// ErrUsage marks a Spec that cannot be run as given (bad name, missing
+// program, ...). Nothing was created when it is returned.
+var ErrUsage = errors.New("invalid request")
+
+// ErrConflict marks a name (or index) already in use by a running sandbox.
+var ErrConflict = errors.New("already running")
+
+// Spec is one sandbox to run: what the CLI's `run` and DM mode produce.
+type Spec struct {
+	// Name identifies the sandbox: its runtime directory, cgroup and lock.
+	Name string
+	// Index selects the uid (Config.UIDBase+Index); -1 takes the lowest
+	// index no running sandbox uses. In DM mode it is the domid.
+	Index int
+	// Program is the binary to run, an absolute path or a name on PATH.
+	Program string
+	// Args are the program's arguments (without argv[0]).
+	Args []string
+	// Env is the program's whole environment; nothing of the launcher's
+	// own environment is passed on implicitly.
+	Env []string
+	// Profile is the seccomp profile; empty means the config's.
+	Profile string
+	// Files are handed to the program as fds 3, 4, ... in this order (see
+	// fds.go). The launcher keeps ownership and closes them after start.
+	Files []HandedFile
+	// ExtraDevices are host device nodes exposed besides the profile's.
+	ExtraDevices []string
+	// NoQMP suppresses the management QMP socket a QEMU program gets.
+	NoQMP bool
+}
+
+// HandedFile is one fd given to the confined program.
+type HandedFile struct {
+	Name string // for logs and inspect: "qmp", "tap0", ...
+	File *os.File
+}
+
+// validName accepts names usable as a directory and cgroup component:
+// 1-64 characters of [A-Za-z0-9_.-], not starting with '.', so never "."
+// or ".." and never containing '/'.
+func validName(s string) bool {
+	if s == "" || len(s) > 64 || s[0] == '.' {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// resolve validates the spec and resolves Program to an absolute path.
+func (s *Spec) resolve(cfg *Config) error {
+	if !validName(s.Name) {
+		return fmt.Errorf("%w: name %q: use 1-64 characters of A-Z a-z 0-9 _ . - (no '/', not starting with '.')", ErrUsage, s.Name)
+	}
+	if s.Program == "" {
+		return fmt.Errorf("%w: no program to run", ErrUsage)
+	}
+	if s.Index < -1 || (s.Index >= 0 && uint64(s.Index) >= uint64(cfg.UIDCount)) {
+		return fmt.Errorf("%w: index %d outside 0..%d", ErrUsage, s.Index, cfg.UIDCount-1)
+	}
+	prog := s.Program
+	if !strings.Contains(prog, "/") {
+		p, err := exec.LookPath(prog)
+		if err != nil {
+			return fmt.Errorf("%w: program %q: %v", ErrUsage, prog, err)
+		}
+		prog = p
+	}
+	abs, err := filepath.Abs(prog)
+	if err != nil {
+		return fmt.Errorf("%w: program %q: %v", ErrUsage, prog, err)
+	}
+	// The root reproduces the path, so resolve links in the directory
+	// part only; the binary's own name stays (QEMU looks at argv[0]).
+	st, err := os.Stat(abs)
+	if err != nil {
+		return fmt.Errorf("%w: program %s: %v", ErrUsage, abs, err)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%w: program %s is not an executable file", ErrUsage, abs)
+	}
+	for _, mp := range mountPoints {
+		if strings.HasPrefix(abs, mp+"/") {
+			return fmt.Errorf("%w: program %s is under %s, which the sandbox mounts over; install it elsewhere", ErrUsage, abs, mp)
+		}
+	}
+	s.Program = abs
+	if s.Profile == "" {
+		s.Profile = cfg.Profile
+	}
+	return nil
+}
