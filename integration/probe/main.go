@@ -152,4 +152,3 @@ func main() {
 	fmt.Printf("ESCAPED %s\n", name)
 	os.Exit(1)
 }
-
