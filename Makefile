@@ -60,3 +60,7 @@ RIG_RUN ?= Rig
 .PHONY: test-rig
 test-rig: deps build
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 20m -run '$(RIG_RUN)' ./integration/...
+# rig-capture regenerates pci/testdata/sysfs/rig-* from QEMU-emulated devices in L1.
+.PHONY: rig-capture
+rig-capture: deps
+	CGO_ENABLED=1 $(GO) run -tags '$(TAGS)' ./integration/cmd/rigcapture -out pci/testdata/sysfs
