@@ -58,6 +58,10 @@ type Cgroup struct {
 	v2 *cgroup2.Manager
 }
 
+// hybridUnified keys, in Cgroup.Paths of a v1 cgroup, the directory runc
+// makes on a hybrid host's cgroup2 hierarchy.
+const hybridUnified = "unified"
+
 // cgroupRoot is the cgroupfs mount point; a variable so tests can point
 // at a fake tree.
 var cgroupRoot = "/sys/fs/cgroup"
@@ -85,6 +89,14 @@ func createCgroup(parent, name string, lim CgroupLimits, devs []DeviceRule) (*Cg
 		for _, s := range cg.Subsystems() {
 			if p, err := path(s.Name()); err == nil {
 				c.Paths[string(s.Name())] = filepath.Join(cgroupRoot, string(s.Name()), p)
+			}
+		}
+		// On a hybrid host runc also joins the same relative path on
+		// the (controller-less) cgroup2 hierarchy; record it so that
+		// Delete removes it too.
+		if cgroups.Mode() == cgroups.Hybrid {
+			if own, err := ownV2Group(); err == nil {
+				c.Paths[hybridUnified] = filepath.Join(cgroupRoot, "unified", own, rel)
 			}
 		}
 		for _, required := range []cgroup1.Name{cgroup1.Memory, cgroup1.Pids, cgroup1.Cpu, cgroup1.Devices, cgroup1.Freezer} {
@@ -120,6 +132,9 @@ func loadCgroup(mode CgroupMode, paths map[string]string) (*Cgroup, error) {
 	case CgroupV1:
 		rels := map[string]string{}
 		for sub, abs := range paths {
+			if sub == hybridUnified {
+				continue
+			}
 			rels[sub] = strings.TrimPrefix(abs, filepath.Join(cgroupRoot, sub))
 		}
 		cg, err := cgroup1.Load(func(n cgroup1.Name) (string, error) {
@@ -271,6 +286,11 @@ func (c *Cgroup) Delete() error {
 	switch c.Mode {
 	case CgroupV1:
 		err = c.v1.Delete()
+		if p, ok := c.Paths[hybridUnified]; ok {
+			if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				err = errors.Join(err, rerr)
+			}
+		}
 	case CgroupV2:
 		err = c.v2.Delete()
 	}

@@ -105,7 +105,7 @@ func buildConfig(s *containerSetup) *configs.Config {
 	for _, d := range s.devices {
 		dev := &devconfig.Device{
 			Rule: devconfig.Rule{Type: devconfig.Type(d.Type), Major: d.Major, Minor: d.Minor,
-				Permissions: "rw", Allow: true},
+				Permissions: "rwm", Allow: true},
 			Path: d.Path, FileMode: d.Mode,
 		}
 		if d.Private {
@@ -133,13 +133,13 @@ func buildConfig(s *containerSetup) *configs.Config {
 }
 
 // runcDeviceRules mirrors deviceCgroupRules in runc's types: deny all,
-// then read/write on each node.
+// then the same access as deviceRules on each node.
 func runcDeviceRules(nodes []devNode) []*devconfig.Rule {
 	out := []*devconfig.Rule{{Type: devconfig.WildcardDevice, Major: devconfig.Wildcard,
 		Minor: devconfig.Wildcard, Permissions: "rwm", Allow: false}}
 	for _, d := range nodes {
 		out = append(out, &devconfig.Rule{Type: devconfig.Type(d.Type), Major: d.Major, Minor: d.Minor,
-			Permissions: "rw", Allow: true})
+			Permissions: "rwm", Allow: true})
 	}
 	return out
 }

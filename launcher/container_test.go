@@ -88,10 +88,21 @@ func TestBuildConfigUserNS(t *testing.T) {
 	}
 }
 
-func TestDeviceRulesNoMknod(t *testing.T) {
-	for _, r := range deviceCgroupRules(deviceRules(testSetup(false).devices))[1:] {
-		if !r.Allow || r.Access != "rw" {
-			t.Fatalf("rule %+v", r)
+func TestDeviceRulesExactNodes(t *testing.T) {
+	rules := deviceCgroupRules(deviceRules(testSetup(false).devices))
+	if len(rules) != 3 {
+		t.Fatalf("want deny-all plus 2 nodes, got %+v", rules)
+	}
+	for _, r := range rules[1:] {
+		if !r.Allow || r.Type != "c" || r.Major == nil || r.Minor == nil || *r.Major < 0 || *r.Minor < 0 {
+			t.Fatalf("rule %+v is not one exact node", r)
+		}
+	}
+	// runc's copy must be the same rules, or it would rewrite ours.
+	rc := runcDeviceRules(testSetup(false).devices)
+	for i, r := range rules[1:] {
+		if string(rc[i+1].Permissions) != r.Access || rc[i+1].Major != *r.Major {
+			t.Fatalf("runc rule %+v differs from %+v", rc[i+1], r)
 		}
 	}
 	if first := deviceCgroupRules(nil)[0]; first.Allow || first.Access != "rwm" {

@@ -85,12 +85,16 @@ func sandboxDevices(profile string, extra []string) ([]devNode, error) {
 	return out, nil
 }
 
-// rules returns the cgroup device rules for the nodes: read and write,
-// never mknod.
+// deviceRules returns the cgroup device rules for the nodes. "m" is
+// allowed for exactly these nodes because runc's init creates them with
+// mknod after joining the cgroup (without it runc silently falls back to
+// bind-mounting the host node, whose owner and mode then apply). The
+// program cannot use it: it has no CAP_MKNOD, and mknod is not in any
+// seccomp profile.
 func deviceRules(nodes []devNode) []DeviceRule {
 	out := make([]DeviceRule, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, DeviceRule{Type: n.Type, Major: n.Major, Minor: n.Minor, Access: "rw"})
+		out = append(out, DeviceRule{Type: n.Type, Major: n.Major, Minor: n.Minor, Access: "rwm"})
 	}
 	return out
 }
