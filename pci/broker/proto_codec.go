@@ -132,7 +132,8 @@ func DecodeReply(frame []byte, result any) (Header, unix.Errno, error) {
 		return h, 0, fmt.Errorf("%w: header %+v", ErrBadReply, h)
 	}
 	status := unix.Errno(binary.LittleEndian.Uint32(frame[HeaderSize:]))
-	if status == 0 && result != nil {
+	// Ops without a result send none; result is then left alone.
+	if status == 0 && result != nil && len(frame) > HeaderSize+ReplyPrefix {
 		if _, err := binary.Decode(frame[HeaderSize+ReplyPrefix:], binary.LittleEndian, result); err != nil {
 			return h, 0, fmt.Errorf("%w: %s result: %v", ErrBadReply, h.Op, err)
 		}
