@@ -18,7 +18,6 @@ import (
 
 // Header fields.
 const (
-
 	cfgCommand   = 0x04
 	cfgStatus    = 0x06
 	cfgCacheLine = 0x0c
