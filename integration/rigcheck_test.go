@@ -46,6 +46,9 @@ func runRig(t *testing.T, r rig.Rig) *rig.Result {
 	t.Helper()
 	r.Script = guestLib + r.Script
 	r.Logf = t.Logf
+	if r.WorkDir == "" {
+		r.WorkDir = t.TempDir()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	res, err := r.Run(ctx)

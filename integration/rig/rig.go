@@ -46,8 +46,8 @@ type Rig struct {
 	Cgroup string
 	// Modules are the kernel modules stage 1 loads (nil: DefaultModules).
 	Modules []string
-	// WorkDir keeps the attempts' consoles and shares; empty means a new
-	// temporary directory.
+	// WorkDir keeps the attempts' consoles and shares (attempt-N/); empty
+	// means a new temporary directory, left behind for inspection.
 	WorkDir string
 	// Logf, when set, receives progress lines (t.Logf fits).
 	Logf func(format string, args ...any)
@@ -87,8 +87,14 @@ func (r *Rig) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.runAttempts(ctx, cache, bootFiles{kernel: k, initramfs: initrd})
+}
+
+// runAttempts boots up to 1+retries times while attempts time out.
+func (r *Rig) runAttempts(ctx context.Context, cache string, b bootFiles) (*Result, error) {
 	work := r.WorkDir
 	if work == "" {
+		var err error
 		if work, err = os.MkdirTemp("", "dmsandbox-rig-"); err != nil {
 			return nil, fmt.Errorf("rig: %w", err)
 		}
@@ -106,7 +112,7 @@ func (r *Rig) Run(ctx context.Context) (*Result, error) {
 	attempts := 1 + r.retries()
 	var res *Result
 	for i := 1; i <= attempts; i++ {
-		res, err = r.attempt(ctx, i, filepath.Join(work, "attempt-"+strconv.Itoa(i)), bootFiles{kernel: k, initramfs: initrd})
+		res, err = r.attempt(ctx, i, filepath.Join(work, "attempt-"+strconv.Itoa(i)), b)
 		if res != nil {
 			res.Attempts = i
 		}
