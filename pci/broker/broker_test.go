@@ -235,7 +235,7 @@ func TestBeforeHelloAndAfterClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f2.Close()
+	defer f2.Close()
 	if err := r.broker.Attach(s2.ID, e1000e, AttachOptions{}); err != nil {
 		t.Fatal(err)
 	}
