@@ -48,3 +48,24 @@ finish
 `,
 	})
 }
+
+// TestRigL1CgroupV2: the same root with a pure cgroup2 tree instead, for
+// launchers tested on the v2 layout; a child group takes memory and pids
+// limits.
+func TestRigL1CgroupV2(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a nested VM (about 10 s); skipped with -short")
+	}
+	rig.SkipIfNoRig(t)
+	runRig(t, rig.Rig{
+		Cgroup:  "v2",
+		Timeout: 2 * time.Minute,
+		Script: `
+expect cgroup2-mounted sh -c 'findmnt -n -o FSTYPE /sys/fs/cgroup | grep -qx cgroup2'
+expect cgroup2-controllers sh -c 'grep -w memory /sys/fs/cgroup/cgroup.controllers | grep -w pids'
+expect cgroup2-child-limits sh -c 'echo +memory +pids > /sys/fs/cgroup/cgroup.subtree_control && mkdir /sys/fs/cgroup/t && echo 64M > /sys/fs/cgroup/t/memory.max && echo 10 > /sys/fs/cgroup/t/pids.max && cat /sys/fs/cgroup/t/memory.max /sys/fs/cgroup/t/pids.max'
+expect userns unshare --user --map-root-user id -u
+finish
+`,
+	})
+}
