@@ -17,6 +17,18 @@ import (
 // to that point has been undone when it is returned.
 var ErrSetup = errors.New("sandbox setup failed")
 
+// EarlyExitError reports a program that exited before it was ready. The
+// CLI exits with Status, so a caller sees the program's own failure.
+type EarlyExitError struct {
+	Program string
+	Status  int    // shell-style exit status
+	State   string // as the kernel reported it ("exit status 1")
+}
+
+func (e *EarlyExitError) Error() string {
+	return fmt.Sprintf("%s exited before its monitor answered (%s)", e.Program, e.State)
+}
+
 // Launcher starts sandboxes with one configuration.
 type Launcher struct {
 	Config Config
@@ -207,7 +219,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 				return nil, fmt.Errorf("%w: %s did not become ready: %v", ErrSetup, spec.Program, err)
 			}
 		case <-sb.exited:
-			return nil, fmt.Errorf("%w: %s exited before its monitor answered (%s)", ErrSetup, spec.Program, exitString(sb.ps))
+			return nil, &EarlyExitError{Program: spec.Program, Status: ExitStatus(sb.ps), State: exitString(sb.ps)}
 		}
 	}
 	l.logf("dmsandbox: %s: pid %d uid %d profile %s cgroup %s (%s)\n", spec.Name, sb.State.Pid, uid, spec.Profile, cg.Rel, cg.Mode)

@@ -184,11 +184,18 @@ func ensureRoot(cacheDir, program string, extra []string) (string, error) {
 	}
 	rootsDir := filepath.Join(cacheDir, "roots")
 	dir := filepath.Join(rootsDir, plan.identity())
+	// 0711: a user-namespace sandbox's setup runs as an unmapped host
+	// id that must traverse to its root, but nobody may list the cache.
+	for _, d := range []string{cacheDir, rootsDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return "", fmt.Errorf("rootfs: %w", err)
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return "", fmt.Errorf("rootfs: %w", err)
+		}
+	}
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		return dir, nil
-	}
-	if err := os.MkdirAll(rootsDir, 0o700); err != nil {
-		return "", fmt.Errorf("rootfs: %w", err)
 	}
 	tmp, err := os.MkdirTemp(rootsDir, ".build-")
 	if err != nil {
@@ -198,8 +205,7 @@ func ensureRoot(cacheDir, program string, extra []string) (string, error) {
 	if err := plan.build(tmp); err != nil {
 		return "", err
 	}
-	// The roots directory is 0700 (only root walks it); the root itself
-	// must be traversable by the sandbox uid.
+	// The root itself must be readable by the sandbox uid.
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return "", fmt.Errorf("rootfs: %w", err)
 	}

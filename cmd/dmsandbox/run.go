@@ -30,7 +30,7 @@ Runs PROGRAM confined in the foreground and exits with its exit status
 (128+N when it died of signal N). A qemu-system-* PROGRAM also gets a
 management QMP socket at RUN_DIR/NAME/qmp.sock (default /run/dmsandbox).
 
-exit codes: PROGRAM's status; 2 bad usage; 3 bad config; 4 NAME or index
+exit codes: PROGRAM's status (also when it exits before it is ready); 2 bad usage; 3 bad config; 4 NAME or index
 in use; 5 the sandbox could not be built (nothing is left behind).
 `
 
@@ -83,7 +83,10 @@ func runCmd(args []string) int {
 
 // exitCodeFor maps the launcher's sentinel errors to documented codes.
 func exitCodeFor(err error) int {
+	var early *launcher.EarlyExitError
 	switch {
+	case errors.As(err, &early):
+		return early.Status
 	case errors.Is(err, launcher.ErrUsage):
 		return ExitUsage
 	case errors.Is(err, launcher.ErrConfig):
