@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 )
 
 // fileConn turns the broker end of a session socketpair into a
@@ -22,3 +24,5 @@ func fileConn(f *os.File) (*net.UnixConn, error) {
 	}
 	return uc, nil
 }
+
+func isConnRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }

@@ -1,0 +1,181 @@
+package broker
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func serveControl(t *testing.T, r *rig) string {
+	t.Helper()
+	path := filepath.Join(r.dir, "run", "broker.sock")
+	l, err := ListenControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- r.broker.ServeControl(l) }()
+	t.Cleanup(func() { l.Close(); <-done })
+	return path
+}
+
+func TestControlChannel(t *testing.T) {
+	r := newRig(t, "")
+	path := serveControl(t, r)
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode: %v %v", st.Mode(), err)
+	}
+	cc, err := DialControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, f, err := cc.Open(dom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Attach(id, e1000e, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Attach(id, e1000e, AttachOptions{}); err == nil {
+		t.Fatal("double attach accepted")
+	}
+	c, err := NewClient(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var hr HelloReply
+	if err := c.Do(&Hello{Version: 1}, &hr); err != nil || hr.Domid != dom || hr.NDevices != 1 {
+		t.Fatalf("hello over the passed fd: %v %+v", err, hr)
+	}
+	if err := c.Do(&MemoryMapping{Domid: dom, Add: 1, FirstGfn: 0xe0000, FirstMfn: 0xfeb80, NrMfns: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	list, err := cc.List()
+	if err != nil || len(list) != 1 || list[0].ID != id || len(list[0].Live) != 2 || list[0].Peer.PID != int32(os.Getpid()) {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	// Another connection may look but not touch.
+	other, err := DialControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Close(id); err == nil || !strings.Contains(err.Error(), "not opened on this connection") {
+		t.Fatalf("foreign close: %v", err)
+	}
+	if err := other.Detach(id, e1000e); err == nil {
+		t.Fatal("foreign detach accepted")
+	}
+	other.Shutdown()
+	if err := cc.Close(id); err != nil {
+		t.Fatal(err)
+	}
+	if got := Errno(c.Do(&ConfigRead{BDF: WireBDF(e1000e), Size: 4}, nil)); got != unix.ESHUTDOWN {
+		t.Fatalf("after control close: %v", got)
+	}
+	if st := r.fake.State(); !st.Empty() {
+		t.Fatalf("close left %v", st.Summary())
+	}
+	// A launcher that dies takes its sessions with it.
+	id2, f2, err := cc.Open(dom + 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	if err := cc.Attach(id2, e1000e, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := r.broker.session(id2)
+	cc.Shutdown()
+	<-waitClosed(s2)
+	if st := r.fake.State(); !st.Empty() {
+		t.Fatalf("control hang-up left %v", st.Summary())
+	}
+}
+
+// waitClosed returns a channel closed once s is closed (its undo done).
+func waitClosed(s *Session) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		for {
+			s.mu.Lock()
+			c := s.closed
+			s.mu.Unlock()
+			if c {
+				// close() sets closed then undoes under the same lock;
+				// taking the lock once more waits for the undo.
+				s.mu.Lock()
+				s.mu.Unlock()
+				close(ch)
+				return
+			}
+			syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
+		}
+	}()
+	return ch
+}
+
+// TestControlRefusesNonRoot connects from a child running as nobody.
+func TestControlRefusesNonRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to start a child as another uid")
+	}
+	r := newRig(t, "")
+	path := serveControl(t, r)
+	os.Chmod(path, 0o666) // let the child reach the check itself
+	os.Chmod(filepath.Dir(path), 0o755)
+	os.Chmod(r.dir, 0o755)
+	os.Chmod(filepath.Dir(r.dir), 0o755)
+	// The go test binary lives in a 0700 build directory: copy it where
+	// nobody can execute it.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.MkdirTemp("", "dmsandbox-broker-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(bin)
+	os.Chmod(bin, 0o755)
+	exe := filepath.Join(bin, "broker.test")
+	data, err := os.ReadFile(self)
+	if err != nil || os.WriteFile(exe, data, 0o755) != nil {
+		t.Fatal("copy test binary:", err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestHelperControlClient$")
+	cmd.Env = append(os.Environ(), "DMSANDBOX_CONTROL_PATH="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Dir = bin
+	out, err := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "REFUSED: broker: permission denied: the broker's control channel is root only") {
+		t.Fatalf("non-root client: %v\n%s", err, out)
+	}
+	if len(r.broker.Sessions()) != 0 {
+		t.Fatal("a non-root client opened a session")
+	}
+}
+
+func TestHelperControlClient(t *testing.T) {
+	path := os.Getenv("DMSANDBOX_CONTROL_PATH")
+	if path == "" {
+		t.Skip("helper for TestControlRefusesNonRoot")
+	}
+	cc, err := DialControl(path)
+	if err != nil {
+		fmt.Println("DIAL:", err)
+		os.Exit(0)
+	}
+	if _, _, err := cc.Open(dom); err != nil {
+		fmt.Println("REFUSED:", err)
+		os.Exit(0)
+	}
+	fmt.Println("OPENED")
+	os.Exit(0)
+}
