@@ -35,11 +35,11 @@ const DefaultControlSocket = "/run/dmsandbox/broker.sock"
 
 // ControlRequest is one control message.
 type ControlRequest struct {
-	Op         string         `json:"op"` // open, attach, detach, close, list
-	Domid      uint32         `json:"domid,omitempty"`
-	Session    uint64         `json:"session,omitempty"`
-	BDF        string         `json:"bdf,omitempty"`
-	Options    *AttachOptions `json:"options,omitempty"`
+	Op      string         `json:"op"` // open, attach, detach, close, list
+	Domid   uint32         `json:"domid,omitempty"`
+	Session uint64         `json:"session,omitempty"`
+	BDF     string         `json:"bdf,omitempty"`
+	Options *AttachOptions `json:"options,omitempty"`
 }
 
 // ControlReply answers one ControlRequest.
