@@ -41,7 +41,7 @@ func (bd *Binder) Add(b BDF, to Stub) (*Record, error) {
 		// first, do not stack a second record over the first.
 		return nil, fmt.Errorf("pci %s: a binding record exists (stub %s, phase %s, driver now %q); run assignable-remove first: %w",
 			b, old.Stub, old.Phase, d.Driver, ErrRefused)
-	} else if !errors.Is(err, ErrNoDevice) {
+	} else if !errors.Is(err, ErrNoRecord) {
 		return nil, err
 	}
 

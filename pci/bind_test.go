@@ -93,7 +93,7 @@ sys/bus/pci/drivers_probe="0000:00:04.0"`
 	if driverOf(t, s, "0000:00:04.0") != "e1000e" {
 		t.Fatalf("not back on e1000e")
 	}
-	if _, err := state.Load(b); !errors.Is(err, ErrNoDevice) {
+	if _, err := state.Load(b); !errors.Is(err, ErrNoRecord) {
 		t.Fatalf("record still there: %v", err)
 	}
 	if d, _ := s.Device(b); d.DriverOverride != "" {
@@ -194,7 +194,7 @@ func TestAssignableRemoveChecks(t *testing.T) {
 	state := State{Dir: t.TempDir()}
 	bd := &Binder{Sysfs: s, State: state}
 	b := mustBDF(t, "0000:00:04.0")
-	if _, err := bd.Remove(b); !errors.Is(err, ErrNoDevice) {
+	if _, err := bd.Remove(b); !errors.Is(err, ErrNoRecord) {
 		t.Fatalf("remove without record: %v", err)
 	}
 	if _, err := bd.Add(b, StubVFIO); err != nil {

@@ -22,7 +22,10 @@ func ClassName(class uint32) string {
 	if n, ok := classNames[uint16(class>>8)]; ok {
 		return n
 	}
-	if uint8(class>>16) == 0xff {
+	switch uint8(class >> 16) {
+	case 0x00:
+		return "unclassified"
+	case 0xff:
 		return "unassigned"
 	}
 	return fmt.Sprintf("class-%06x", class)

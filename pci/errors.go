@@ -16,6 +16,8 @@ var (
 	// ErrNoReset: no reset method applies to the device; the message
 	// lists each method and why it does not apply.
 	ErrNoReset = errors.New("no reset method applies")
+	// ErrNoRecord: dmsandbox has no binding record for the device.
+	ErrNoRecord = errors.New("no binding record")
 	// ErrTimeout: the kernel or the device did not answer in time.
 	ErrTimeout = errors.New("timed out")
 )

@@ -56,11 +56,11 @@ type State struct{ Dir string }
 
 func (st State) file(b BDF) string { return filepath.Join(st.Dir, b.String()+".json") }
 
-// Load returns the record for b; ErrNoDevice-wrapping error when none.
+// Load returns the record for b; an ErrNoRecord-wrapping error when none.
 func (st State) Load(b BDF) (*Record, error) {
 	data, err := os.ReadFile(st.file(b))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("pci %s: no binding record in %s: %w", b, st.Dir, ErrNoDevice)
+		return nil, fmt.Errorf("pci %s: in %s: %w", b, st.Dir, ErrNoRecord)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pci %s: %w", b, err)
