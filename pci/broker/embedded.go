@@ -59,6 +59,9 @@ func NewEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	return &Embedded{Broker: b, log: al, be: cfg.Backend}, nil
 }
 
+// Audit returns the embedded broker's audit log.
+func (e *Embedded) Audit() *audit.Log { return e.log }
+
 // Open implements Controller; the peer is this process.
 func (e *Embedded) Open(domid uint32) (uint64, *os.File, error) {
 	s, f, err := e.OpenSession(domid, Peer{PID: int32(os.Getpid()), UID: uint32(os.Getuid())})

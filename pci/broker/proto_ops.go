@@ -172,8 +172,10 @@ func (ConfigRead) Op() Op    { return OpConfigRead }
 func (ConfigWrite) Op() Op   { return OpConfigWrite }
 func (Reset) Op() Op         { return OpReset }
 
-// newRequest returns a pointer to a zero body for op, or nil if op is
+// NewRequest returns a pointer to a zero body for op, or nil if op is
 // unknown.
+func NewRequest(op Op) Request { return newRequest(op) }
+
 func newRequest(op Op) Request {
 	switch op {
 	case OpHello:
