@@ -7,7 +7,7 @@ GO       ?= go
 TAGS     ?= seccomp
 BIN      := bin/dmsandbox
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Debian packages the build and the tests need.
 DEB_PKGS := gcc libseccomp-dev pkg-config qemu-system-x86 qemu-system-xen busybox-static cpio kmod \
             libxen-dev

@@ -63,6 +63,7 @@ type Sandbox struct {
 // ErrConflict or ErrSetup.
 func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	cfg := l.Config
+	t0 := time.Now()
 	// 1. Validate everything before touching the host.
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
@@ -79,6 +80,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: seccomp profile %q: %v", ErrUsage, spec.Profile, err)
 	}
+	trace(t0, "seccomp")
 	devices, err := sandboxDevices(spec.Profile, spec.ExtraDevices)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
@@ -117,11 +119,13 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	sb.indexLock = indexLock
 	uid, _ := cfg.UID(uint32(index))
 
+	trace(t0, "locks")
 	// 4. The minimal root (cached; built once per content identity).
 	rootfs, err := ensureRoot(cfg.CacheDir, spec.Program, cfg.ExtraPaths)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
+	trace(t0, "rootfs")
 	privateNodes := map[string]string{}
 	if cfg.UserNamespace {
 		for _, d := range devices {
@@ -157,6 +161,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 		h.add(f.Name, f.File)
 	}
 
+	trace(t0, "fds")
 	// 6. The cgroup with every limit, before anything runs in it.
 	cg, err := createCgroup(cfg.CgroupParent, spec.Name, cfg.Cgroup, deviceRules(devices))
 	if err != nil {
@@ -164,6 +169,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	}
 	sb.cg = cg
 
+	trace(t0, "cgroup")
 	// 7. Record the state, then start the reaper: from here on a SIGKILL
 	// of this process still ends in a full cleanup.
 	sb.State = State{Version: StateVersion, Name: spec.Name, Index: index, UID: uid,
@@ -176,6 +182,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	if sb.reaper, err = startReaper(cfg.RunDir, spec.Name, nameLock, indexLock); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
+	trace(t0, "reaper")
 	sb.State.ReaperPid = sb.reaper.cmd.Process.Pid
 
 	// 8. Start the program confined.
@@ -199,6 +206,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
+	trace(t0, "container")
 	sb.ctr = ctr
 	sb.State.Pid = ctr.Pid()
 	go sb.wait()
@@ -222,8 +230,17 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 			return nil, &EarlyExitError{Program: spec.Program, Status: ExitStatus(sb.ps), State: exitString(sb.ps)}
 		}
 	}
+	trace(t0, "ready")
 	l.logf("dmsandbox: %s: pid %d uid %d profile %s cgroup %s (%s)\n", spec.Name, sb.State.Pid, uid, spec.Profile, cg.Rel, cg.Mode)
 	return sb, nil
+}
+
+// trace prints the time since start of each setup step when
+// DMSANDBOX_TRACE is set: the measured basis of BENCHMARKS.md.
+func trace(start time.Time, step string) {
+	if os.Getenv("DMSANDBOX_TRACE") != "" {
+		fmt.Fprintf(os.Stderr, "dmsandbox trace: %-10s %v\n", step, time.Since(start).Round(10*time.Microsecond))
+	}
 }
 
 func (l *Launcher) logf(format string, args ...any) {

@@ -3,6 +3,7 @@ package launcher
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,11 +45,31 @@ type rootEntry struct {
 	Mtime  int64
 	Ino    uint64
 	Mode   fs.FileMode
+	Tree   bool // a directory copied with all its entries
+	Synth  bool // made for the sandbox (a mount point), not copied
 }
 
 // rootPlan is the list of nodes a root needs, and its identity.
 type rootPlan struct {
 	entries map[string]rootEntry
+	// seen caches Lstat results: every path shares its leading
+	// components with many others (/usr/lib/x86_64-linux-gnu/...), and
+	// planning is on every launch's path.
+	seen map[string]lstatResult
+}
+
+type lstatResult struct {
+	fi  fs.FileInfo
+	err error
+}
+
+func (p *rootPlan) lstat(path string) (fs.FileInfo, error) {
+	if r, ok := p.seen[path]; ok {
+		return r.fi, r.err
+	}
+	fi, err := os.Lstat(path)
+	p.seen[path] = lstatResult{fi, err}
+	return fi, err
 }
 
 // planRoot lists what PROGRAM needs: itself, its ELF closure and, for
@@ -56,9 +77,9 @@ type rootPlan struct {
 // Symlinks on the way (Debian's merged /usr: /lib -> usr/lib) are
 // reproduced, not flattened, so that paths baked into binaries resolve.
 func planRoot(program string, extra []string) (*rootPlan, error) {
-	p := &rootPlan{entries: map[string]rootEntry{}}
+	p := &rootPlan{entries: map[string]rootEntry{}, seen: map[string]lstatResult{}}
 	for _, mp := range mountPoints {
-		p.entries[mp] = rootEntry{Path: mp, Kind: 'd', Mode: 0o755}
+		p.entries[mp] = rootEntry{Path: mp, Kind: 'd', Mode: 0o755, Synth: true}
 	}
 	objects := []string{program}
 	var trees []string
@@ -97,7 +118,7 @@ func (p *rootPlan) add(path string, depth int) error {
 	cur := "/"
 	for i, part := range parts {
 		next := filepath.Join(cur, part)
-		st, err := os.Lstat(next)
+		st, err := p.lstat(next)
 		if err != nil {
 			if i == len(parts)-1 && errors.Is(err, fs.ErrNotExist) && depth > 0 {
 				return nil // a dangling link (e.g. an uninstalled OVMF): keep the link, skip the target
@@ -118,6 +139,10 @@ func (p *rootPlan) add(path string, depth int) error {
 			return p.add(rest, depth+1)
 		}
 		if i < len(parts)-1 {
+			if _, done := p.entries[next]; done {
+				cur = next
+				continue
+			}
 			if !st.IsDir() {
 				return fmt.Errorf("rootfs: %s is not a directory", next)
 			}
@@ -126,7 +151,10 @@ func (p *rootPlan) add(path string, depth int) error {
 			continue
 		}
 		if st.IsDir() {
-			p.entries[next] = rootEntry{Path: next, Kind: 'd', Mode: st.Mode().Perm()}
+			// A directory copied whole: its mtime is part of the identity
+			// (an added or removed file changes it).
+			p.entries[next] = rootEntry{Path: next, Kind: 'd', Mode: st.Mode().Perm(),
+				Mtime: st.ModTime().UnixNano(), Tree: true}
 			ents, err := os.ReadDir(next)
 			if err != nil {
 				return fmt.Errorf("rootfs: %w", err)
@@ -178,7 +206,7 @@ func (p *rootPlan) identity() string {
 // exists. Concurrent builders race benignly: each builds in its own
 // temporary directory and the first rename wins.
 func ensureRoot(cacheDir, program string, extra []string) (string, error) {
-	plan, err := planRoot(program, extra)
+	plan, err := planRootCached(cacheDir, program, extra)
 	if err != nil {
 		return "", err
 	}
@@ -267,4 +295,75 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 func isQEMU(program string) bool {
 	base := filepath.Base(program)
 	return strings.HasPrefix(base, "qemu-system-") || strings.HasSuffix(base, "-qemu-system-i386")
+}
+
+// planRootCached returns the plan recorded by an earlier launch of the same
+// program when every node of it is unchanged on the host (one lstat per
+// node, ~1 ms for QEMU), and plans anew otherwise (ELF parsing and
+// directory walks, ~10 ms). The recorded plan is only a shortcut: the
+// identity is still computed from what is on the host now.
+func planRootCached(cacheDir, program string, extra []string) (*rootPlan, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s", rootfsFormat, program, strings.Join(extra, "\x00"))
+	memo := filepath.Join(cacheDir, "plans", hex.EncodeToString(h.Sum(nil))[:32]+".json")
+	if data, err := os.ReadFile(memo); err == nil {
+		var entries []rootEntry
+		if json.Unmarshal(data, &entries) == nil && len(entries) > 0 && unchanged(entries) {
+			p := &rootPlan{entries: make(map[string]rootEntry, len(entries))}
+			for _, e := range entries {
+				p.entries[e.Path] = e
+			}
+			return p, nil
+		}
+	}
+	p, err := planRoot(program, extra)
+	if err != nil {
+		return nil, err
+	}
+	// Best effort: a plan that cannot be recorded is planned again next
+	// time.
+	if data, err := json.Marshal(p.sorted()); err == nil {
+		if os.MkdirAll(filepath.Dir(memo), 0o700) == nil {
+			tmp := fmt.Sprintf("%s.%d", memo, os.Getpid())
+			if os.WriteFile(tmp, data, 0o600) == nil {
+				os.Rename(tmp, memo)
+			}
+		}
+	}
+	return p, nil
+}
+
+// unchanged tells whether every recorded node still is what it was.
+func unchanged(entries []rootEntry) bool {
+	for _, e := range entries {
+		if e.Synth {
+			continue
+		}
+		st, err := os.Lstat(e.Path)
+		if err != nil {
+			return false
+		}
+		switch e.Kind {
+		case 'l':
+			if st.Mode()&fs.ModeSymlink == 0 {
+				return false
+			}
+			if t, err := os.Readlink(e.Path); err != nil || t != e.Target {
+				return false
+			}
+		case 'd':
+			if !st.IsDir() || st.Mode().Perm() != e.Mode || (e.Tree && st.ModTime().UnixNano() != e.Mtime) {
+				return false
+			}
+		case 'f':
+			sys, ok := st.Sys().(*syscall.Stat_t)
+			if !ok || !st.Mode().IsRegular() || st.Size() != e.Size || st.ModTime().UnixNano() != e.Mtime ||
+				sys.Ino != e.Ino || st.Mode().Perm() != e.Mode {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }

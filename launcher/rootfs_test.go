@@ -114,3 +114,40 @@ func TestPlanRootQEMU(t *testing.T) {
 		t.Fatalf("QEMU root lacks the TCG module (%v) or SeaBIOS (%v)", tcg, bios)
 	}
 }
+
+func TestPlanMemo(t *testing.T) {
+	cache := t.TempDir()
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "prog")
+	data, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(prog, data, 0o755)
+	a, err := ensureRoot(cache, prog, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	memos, _ := filepath.Glob(filepath.Join(cache, "plans", "*.json"))
+	if len(memos) != 1 {
+		t.Fatalf("plan not recorded: %v", memos)
+	}
+	if b, _ := ensureRoot(cache, prog, nil); b != a {
+		t.Fatalf("unchanged program, new root %s != %s", b, a)
+	}
+	// Replacing the program (new inode, as dpkg does) must not reuse the
+	// recorded plan nor the old root.
+	os.Remove(prog)
+	os.WriteFile(prog, append(data, 0), 0o755)
+	c, err := ensureRoot(cache, prog, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c == a {
+		t.Fatal("a replaced program reused the old root")
+	}
+	got, _ := os.ReadFile(filepath.Join(c, prog))
+	if len(got) != len(data)+1 {
+		t.Fatalf("root holds the old program (%d bytes)", len(got))
+	}
+}
