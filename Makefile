@@ -64,3 +64,20 @@ test-rig: deps build
 .PHONY: rig-capture
 rig-capture: deps
 	CGO_ENABLED=1 $(GO) run -tags '$(TAGS)' ./integration/cmd/rigcapture -out pci/testdata/sysfs
+
+# --- broker ---
+# bench-broker: broker round trip vs a raw unix-socket round trip in the same
+# run, and durable-audit throughput / ops per fsync at 1, 4, 16 sessions.
+# build-xen: the xen backend (cgo against libxen-dev) must compile and link.
+# fuzz-broker: each broker/audit fuzz target for FUZZTIME (default 10m).
+FUZZTIME ?= 10m
+.PHONY: bench-broker build-xen fuzz-broker
+bench-broker: deps build
+	./$(BIN) broker bench --sysfs-root pci/testdata/sysfs/q35-vfio-rig
+build-xen: deps
+	CGO_ENABLED=1 $(GO) build -tags '$(TAGS) xen' ./...
+	CGO_ENABLED=1 $(GO) build -tags '$(TAGS) xen' -o bin/dmsandbox-xen ./cmd/dmsandbox
+	CGO_ENABLED=1 $(GO) test -tags '$(TAGS) xen' -count=1 ./pci/backend/xen/
+fuzz-broker:
+	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./pci/broker/
+	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz '^FuzzSessionOps$$' -fuzztime $(FUZZTIME) ./pci/broker/

@@ -30,6 +30,7 @@ func init() {
 
 const brokerUsage = `usage: dmsandbox broker [run] [FLAGS]        run the daemon (control socket, root only)
        dmsandbox broker ls [--socket PATH]     list the daemon's sessions
+       dmsandbox broker bench [--sysfs-root DIR] [-n N] [--duration D]   benchmark (make bench-broker)
        dmsandbox broker try [FLAGS] -- OP [FIELD=VALUE...] [-- OP ...]
                                                open a throwaway session, print each verdict
 run flags: --socket PATH (` + broker.DefaultControlSocket + `) --backend xen|vfio (xen)
@@ -60,6 +61,8 @@ func brokerCmd(args []string) int {
 		return brokerTry(args)
 	case "ls":
 		return brokerLs(args)
+	case "bench":
+		return brokerBench(args)
 	case "help":
 		fmt.Println(brokerUsage)
 		return ExitOK
