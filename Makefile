@@ -81,3 +81,12 @@ build-xen: deps
 fuzz-broker:
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./pci/broker/
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz '^FuzzSessionOps$$' -fuzztime $(FUZZTIME) ./pci/broker/
+
+# --- pci ---
+# fuzz-pci runs each fuzz target of package pci for PCI_FUZZTIME.
+PCI_FUZZTIME ?= 60s
+.PHONY: fuzz-pci
+fuzz-pci:
+	for f in FuzzParseCapabilities FuzzParseResource FuzzParseBDF; do \
+		CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$f$$" -fuzztime $(PCI_FUZZTIME) -parallel 1 ./pci/ || exit 1; \
+	done
