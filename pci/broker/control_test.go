@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,18 +105,16 @@ func waitClosed(s *Session) <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
 		for {
+			// close() sets closed and undoes under one hold of s.mu, so
+			// seeing closed under the lock means the undo is done.
 			s.mu.Lock()
 			c := s.closed
 			s.mu.Unlock()
 			if c {
-				// close() sets closed then undoes under the same lock;
-				// taking the lock once more waits for the undo.
-				s.mu.Lock()
-				s.mu.Unlock()
 				close(ch)
 				return
 			}
-			syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
+			runtime.Gosched()
 		}
 	}()
 	return ch
