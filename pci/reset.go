@@ -200,6 +200,11 @@ func (s *Sysfs) Reset(b BDF, opt ResetOptions) (*ResetResult, error) {
 	if d.Driver != "" && !quarantineDrivers[d.Driver] {
 		return nil, fmt.Errorf("pci %s: in use by host driver %s; make it assignable first: %w", b, d.Driver, ErrRefused)
 	}
+	// Any reset of an SR-IOV physical function clears VF Enable: its
+	// virtual functions vanish under whoever uses them.
+	if n := len(d.VirtFns); n > 0 {
+		return nil, fmt.Errorf("pci %s: SR-IOV physical function with %d virtual functions enabled: a reset would remove them: %w", b, n, ErrRefused)
+	}
 	res := &ResetResult{BDF: b, Verdicts: s.ResetPlan(d, opt)}
 	for _, v := range res.Verdicts {
 		if v.Why != "" {

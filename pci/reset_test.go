@@ -208,3 +208,18 @@ func TestParseRelease(t *testing.T) {
 		t.Error("parsed garbage")
 	}
 }
+
+// TestResetRefusesPFWithVFsFake: virtfn links added by hand (a fake; no
+// QEMU model here enables VFs).
+func TestResetRefusesPFWithVFsFake(t *testing.T) {
+	s, k := q35Fake(t)
+	pf, _ := filepath.EvalSymlinks(s.DevicePath(mustBDF(t, "0000:02:00.0")))
+	must(t, os.Symlink("../0000:02:00.1", filepath.Join(pf, "virtfn0")))
+	_, err := s.Reset(mustBDF(t, "0000:02:00.0"), ResetOptions{Sleep: noSleep})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "1 virtual functions") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(k.Writes()) != 0 {
+		t.Fatal("wrote")
+	}
+}

@@ -18,6 +18,7 @@ const (
 	sbrSettle     = time.Second
 	readyPoll     = 10 * time.Millisecond
 	cfgBIST       = 0x0f
+	pcieDevStaTP  = 1 << 5
 	bistStart     = 1 << 6
 )
 
@@ -30,6 +31,10 @@ func (s *Sysfs) configReset(d *Device, method string, opt ResetOptions) error {
 	switch method {
 	case MethodFLR:
 		return s.withSavedHeaders([]BDF{d.BDF}, opt, func() error {
+			// Let outstanding transactions drain first (Device Status
+			// Transactions Pending); after the wait, reset anyway, as
+			// Linux does: the device is being taken away regardless.
+			s.waitClear(d.BDF, int64(d.Caps.PCIe.Offset)+0x0a, pcieDevStaTP, opt)
 			off := int64(d.Caps.PCIe.Offset) + 8 // Device Control
 			ctl, err := s.readConfig16(d.BDF, off)
 			if err != nil {
@@ -43,6 +48,9 @@ func (s *Sysfs) configReset(d *Device, method string, opt ResetOptions) error {
 		})
 	case MethodAFFLR:
 		return s.withSavedHeaders([]BDF{d.BDF}, opt, func() error {
+			if d.Caps.AF.TP { // AF Status bit 0: transactions pending
+				s.waitClear(d.BDF, int64(d.Caps.AF.Offset)+4, 1<<8, opt)
+			}
 			if err := s.writeConfig(d.BDF, int64(d.Caps.AF.Offset)+4, []byte{afCtlFLR}); err != nil {
 				return err
 			}
@@ -129,6 +137,18 @@ func (s *Sysfs) withSavedHeaders(devs []BDF, opt ResetOptions, reset func() erro
 		}
 	}
 	return nil
+}
+
+// waitClear polls a 16-bit register until mask is clear, at most
+// flrWait: the spec's bound for pending transactions to complete.
+func (s *Sysfs) waitClear(b BDF, off int64, mask uint16, opt ResetOptions) {
+	for waited := time.Duration(0); waited < flrWait; waited += readyPoll {
+		v, err := s.readConfig16(b, off)
+		if err != nil || v&mask == 0 {
+			return
+		}
+		opt.Sleep(readyPoll)
+	}
 }
 
 // waitReady polls the vendor ID until the device answers (not all-ones:
