@@ -223,3 +223,30 @@ func TestResetRefusesPFWithVFsFake(t *testing.T) {
 		t.Fatal("wrote")
 	}
 }
+
+// TestResetAFFLRConfigRouteFake: an AF capability with FLR grafted onto
+// the edu's config space in a copy (no QEMU model here has AF), on a
+// kernel without reset_method: the reset is an AF "Initiate FLR" write.
+func TestResetAFFLRConfigRouteFake(t *testing.T) {
+	root := pcifake.CopyTree(t, "testdata/sysfs/q35-vfio-rig")
+	must(t, os.WriteFile(filepath.Join(root, "proc/sys/kernel/osrelease"), []byte("5.4.0\n"), 0o644))
+	for _, p := range []string{"sys/devices/pci0000:00/0000:00:02.0/0000:01:00.0", "sys/devices/pci0000:00/0000:00:06.0/0000:02:00.0",
+		"sys/devices/pci0000:00/0000:00:07.0/0000:03:00.0", "sys/devices/pci0000:00/0000:00:04.0"} {
+		must(t, os.Remove(filepath.Join(root, p, "reset_method")))
+	}
+	cfgPath := filepath.Join(root, "sys/devices/pci0000:00/0000:00:03.0/config")
+	cfg, err := os.ReadFile(cfgPath)
+	must(t, err)
+	cfg[0x41] = 0x60 // MSI -> AF
+	copy(cfg[0x60:], []byte{CapAF, 0x00, 6, afCapFLR | afCapTP, 0, 0})
+	must(t, os.WriteFile(cfgPath, cfg, 0o644))
+	k := pcifake.New(root)
+	s := &Sysfs{Root: root, Kernel: k}
+	res, err := s.Reset(mustBDF(t, "0000:00:03.0"), ResetOptions{Sleep: noSleep})
+	if err != nil || res.Method != MethodAFFLR || res.Via != ViaConfig {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if w := k.Writes()[0]; w.Off != 0x64 || w.Data != "\x01" {
+		t.Fatalf("first write %s", w)
+	}
+}
