@@ -177,7 +177,13 @@ func pciCmd(args []string) int {
 		if !ok {
 			return ExitUsage
 		}
-		opt := pci.ResetOptions{Timeout: fl.timeout, Domain: fl.domain, Owner: st.Owner}
+		// The device's own domain, when not given, is its record's owner:
+		// neighbours of the same domain may then share a bus reset.
+		domain := fl.domain
+		if rec, err := st.Load(b); domain == "" && err == nil {
+			domain = rec.Owner
+		}
+		opt := pci.ResetOptions{Timeout: fl.timeout, Domain: domain, Owner: st.Owner}
 		res, err := s.Reset(b, opt)
 		if err != nil {
 			if fl.json && res != nil {
