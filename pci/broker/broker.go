@@ -132,11 +132,7 @@ func (b *Broker) OpenSession(domid uint32, peer Peer) (*Session, *os.File, error
 		return nil, nil, fmt.Errorf("broker: socketpair: %w", err)
 	}
 	srv, cli := os.NewFile(uintptr(fds[0]), "broker-session"), os.NewFile(uintptr(fds[1]), fmt.Sprintf("session-%d", id))
-	conn, err := fileConn(srv)
-	if err != nil {
-		cli.Close()
-		return nil, nil, err
-	}
+	conn := newPacketConn(srv)
 	j, err := createJournal(b.cfg.StateDir, id, domid)
 	if err != nil {
 		conn.Close()
@@ -436,7 +432,7 @@ func (b *Broker) Close() error {
 	b.mu.Unlock()
 	for _, s := range ss {
 		s.close("broker shutting down")
-		s.conn.Close()
+		s.conn.Shutdown()
 		<-s.done
 	}
 	return nil

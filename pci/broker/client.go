@@ -3,7 +3,6 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync"
 
@@ -15,18 +14,14 @@ import (
 // flight at a time.
 type Client struct {
 	mu   sync.Mutex
-	conn *net.UnixConn // owned; closed by Close
+	conn *packetConn // owned; closed by Close
 	seq  uint32
 	buf  []byte
 }
 
 // NewClient takes ownership of f, the client end of a session.
 func NewClient(f *os.File) (*Client, error) {
-	c, err := fileConn(f)
-	if err != nil {
-		return nil, err
-	}
-	return &Client{conn: c, buf: make([]byte, MaxFrame+1)}, nil
+	return &Client{conn: newPacketConn(f), buf: make([]byte, MaxFrame+1)}, nil
 }
 
 // StatusError is a non-zero reply status.
@@ -56,12 +51,12 @@ func (c *Client) Do(req Request, result any) error {
 func (c *Client) Raw(frame []byte) (Header, unix.Errno, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, _, err := c.conn.WriteMsgUnix(frame, nil, nil); err != nil {
-		return Header{}, 0, fmt.Errorf("broker client: send: %w", err)
+	if err := c.conn.Send(frame); err != nil {
+		return Header{}, 0, err
 	}
-	n, _, _, _, err := c.conn.ReadMsgUnix(c.buf, nil)
+	n, err := c.conn.Recv(c.buf)
 	if err != nil {
-		return Header{}, 0, fmt.Errorf("broker client: receive: %w", err)
+		return Header{}, 0, err
 	}
 	return DecodeReply(c.buf[:n], nil)
 }
@@ -70,12 +65,12 @@ func (c *Client) Raw(frame []byte) (Header, unix.Errno, error) {
 func (c *Client) SetSeq(s uint32) { c.mu.Lock(); c.seq = s; c.mu.Unlock() }
 
 func (c *Client) exchange(frame []byte, seq uint32, result any) error {
-	if _, _, err := c.conn.WriteMsgUnix(frame, nil, nil); err != nil {
-		return fmt.Errorf("broker client: send: %w", err)
+	if err := c.conn.Send(frame); err != nil {
+		return err
 	}
-	n, _, _, _, err := c.conn.ReadMsgUnix(c.buf, nil)
+	n, err := c.conn.Recv(c.buf)
 	if err != nil {
-		return fmt.Errorf("broker client: receive: %w", err)
+		return err
 	}
 	h, status, err := DecodeReply(c.buf[:n], result)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"time"
 
@@ -29,7 +28,7 @@ type Session struct {
 	Domid uint32
 	Peer  Peer
 
-	conn *net.UnixConn // broker end of the session socket; owned, closed by serve
+	conn *packetConn // broker end of the session socket; owned, closed by serve
 
 	mu      sync.Mutex
 	devs    map[pci.BDF]*sessionDevice
@@ -48,15 +47,15 @@ func (s *Session) serve() {
 	defer s.conn.Close()
 	buf := make([]byte, MaxFrame+1)
 	for {
-		n, _, _, _, err := s.conn.ReadMsgUnix(buf, nil)
+		n, err := s.conn.Recv(buf)
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			if !errors.Is(err, io.EOF) {
 				s.b.event(s, "session_error", err.Error())
 			}
 			break
 		}
 		reply := s.handleFrame(buf[:n])
-		if _, _, err := s.conn.WriteMsgUnix(reply, nil, nil); err != nil {
+		if err := s.conn.Send(reply); err != nil {
 			s.b.event(s, "session_error", "reply: "+err.Error())
 			break
 		}
