@@ -123,10 +123,13 @@ func (s *Session) mapPirq(r *MapPirq) (any, *refusal) {
 	if f := s.checkDomid(r.Domid); f != nil {
 		return nil, f
 	}
+	// The lowest address owns a shared GSI's pirq (deterministic, so a
+	// detach undoes the same thing on every run).
 	var owner *sessionDevice
-	for _, sd := range s.devs {
+	for _, sd := range s.sortedDevs() {
 		if sd.dev.IRQ > 0 && int32(sd.dev.IRQ) == r.Index {
 			owner = sd
+			break
 		}
 	}
 	if owner == nil {
