@@ -27,6 +27,74 @@ func (bd *Binder) drvPath(drv, file string) string {
 //
 // The order matters and each step says why.
 func (bd *Binder) Add(b BDF, to Stub) (*Record, error) {
+	return bd.add(b, to, true)
+}
+
+// AddGroup makes every member of b's IOMMU group assignable (bridge ports
+// in the group stay on pcieport, which VFIO accepts), for groups whose
+// members are only usable together, such as the functions of a
+// multi-function device without ACS. Every member is checked before any is
+// touched; if one fails to bind, those already moved are given back.
+func (bd *Binder) AddGroup(b BDF, to Stub) ([]*Record, error) {
+	s := bd.Sysfs
+	d, err := s.Device(b)
+	if err != nil {
+		return nil, err
+	}
+	if to != StubVFIO || d.IOMMUGroup < 0 {
+		r, err := bd.Add(b, to)
+		if err != nil {
+			return nil, err
+		}
+		return []*Record{r}, nil
+	}
+	members, err := s.IOMMUGroupDevices(d.IOMMUGroup)
+	if err != nil {
+		return nil, fmt.Errorf("pci %s: %w", b, err)
+	}
+	var todo []BDF
+	for _, m := range members {
+		md, err := s.Device(m)
+		if err != nil {
+			return nil, err
+		}
+		if md.Bridge && (md.Driver == "" || md.Driver == "pcieport") {
+			continue
+		}
+		if err := s.assignableAlone(md, to, bd.Deny); err != nil {
+			return nil, fmt.Errorf("pci %s: group %d member: %w", b, d.IOMMUGroup, err)
+		}
+		todo = append(todo, m)
+	}
+	var done []*Record
+	for _, m := range todo {
+		r, err := bd.add(m, to, false)
+		if err != nil {
+			// Undo in reverse, the failed member first: its record
+			// (phase binding) knows where it came from.
+			undo := make([]BDF, 0, len(done)+1)
+			if _, lerr := bd.State.Load(m); lerr == nil {
+				undo = append(undo, m)
+			}
+			for i := len(done) - 1; i >= 0; i-- {
+				undo = append(undo, done[i].BDF)
+			}
+			for _, u := range undo {
+				if _, rerr := bd.Remove(u); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("undo: %w", rerr))
+				}
+			}
+			return nil, err
+		}
+		done = append(done, r)
+	}
+	if err := s.GroupViable(d); err != nil {
+		return done, err
+	}
+	return done, nil
+}
+
+func (bd *Binder) add(b BDF, to Stub, checkGroup bool) (*Record, error) {
 	s := bd.Sysfs
 	d, err := s.Device(b)
 	if err != nil {
@@ -45,8 +113,13 @@ func (bd *Binder) Add(b BDF, to Stub) (*Record, error) {
 		return nil, err
 	}
 
-	// 1. Policy before any change: bridges, chipset, deny list, group.
-	if err := s.Assignable(d, to, bd.Deny); err != nil {
+	// 1. Policy before any change: bridges, chipset, deny list, group
+	// (AddGroup checks the group as a whole instead).
+	check := s.Assignable
+	if !checkGroup {
+		check = s.assignableAlone
+	}
+	if err := check(d, to, bd.Deny); err != nil {
 		return nil, err
 	}
 	// 2. The stub must be loaded, or drivers_probe would leave the device

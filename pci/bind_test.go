@@ -114,7 +114,7 @@ func TestAssignableAddRefusals(t *testing.T) {
 		"0000:00:1f.0": "ISA/LPC bridge",
 		"0000:00:1f.2": "deny list (0000:00:1f.2)",
 		"0000:00:05.0": "deny list (1af4:*)",
-		"0000:03:00.1": "iommu group 11 not viable: shared with 0000:03:00.0 (on virtio-pci)",
+		"0000:03:00.1": "iommu group 11 not viable: shared with 0000:03:00.0 (on virtio-pci); make the whole group assignable (--group)",
 	}
 	for bdf, why := range cases {
 		_, err := bd.Add(mustBDF(t, bdf), StubVFIO)
@@ -249,5 +249,47 @@ func TestParseDenyList(t *testing.T) {
 		if _, err := ParseDenyList([]byte(bad)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "line 1") {
 			t.Errorf("%q: %v", bad, err)
 		}
+	}
+}
+
+// TestAssignableAddGroup: the two functions of the slot behind 00:07.0
+// share group 11; neither can go alone, both go together and come back.
+func TestAssignableAddGroup(t *testing.T) {
+	s, k := q35Fake(t)
+	bd := &Binder{Sysfs: s, State: State{Dir: t.TempDir()}}
+	recs, err := bd.AddGroup(mustBDF(t, "0000:03:00.1"), StubVFIO)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("%+v, %v", recs, err)
+	}
+	if driverOf(t, s, "0000:03:00.0") != "vfio-pci" || driverOf(t, s, "0000:03:00.1") != "vfio-pci" || recs[0].OriginalDriver != "virtio-pci" {
+		t.Fatalf("after group add:\n%s", writesOf(k))
+	}
+	for _, r := range recs {
+		if _, err := bd.Remove(r.BDF); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if driverOf(t, s, "0000:03:00.0") != "virtio-pci" {
+		t.Fatal("virtio function not given back")
+	}
+	// A group holding the chipset's LPC bridge is refused whole, untouched.
+	n := len(k.Writes())
+	if _, err := bd.AddGroup(mustBDF(t, "0000:00:1f.2"), StubVFIO); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "ISA/LPC") {
+		t.Fatalf("chipset group: %v", err)
+	}
+	// One member failing to bind rolls back the others.
+	k.Fail["drivers_probe"] = syscall.EIO
+	if _, err := bd.AddGroup(mustBDF(t, "0000:03:00.1"), StubVFIO); err == nil {
+		t.Fatal("group add with failing probe succeeded")
+	}
+	delete(k.Fail, "drivers_probe")
+	if len(k.Writes()) == n {
+		t.Fatal("nothing tried")
+	}
+	if driverOf(t, s, "0000:03:00.0") != "virtio-pci" {
+		t.Fatalf("not rolled back:\n%s", writesOf(k))
+	}
+	if recs, _ := bd.State.List(); len(recs) != 0 {
+		t.Fatalf("records left: %+v", recs)
 	}
 }

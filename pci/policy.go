@@ -109,6 +109,17 @@ func (l DenyList) Match(d *Device) (DenyRule, bool) {
 // looks at the device alone and at its IOMMU group; it does not change
 // anything.
 func (s *Sysfs) Assignable(d *Device, to Stub, deny DenyList) error {
+	if err := s.assignableAlone(d, to, deny); err != nil {
+		return err
+	}
+	if to == StubVFIO {
+		return s.GroupViable(d)
+	}
+	return nil
+}
+
+// assignableAlone is Assignable without the look at the rest of the group.
+func (s *Sysfs) assignableAlone(d *Device, to Stub, deny DenyList) error {
 	refuse := func(format string, a ...any) error {
 		return fmt.Errorf("pci %s: %s: %w", d.BDF, fmt.Sprintf(format, a...), ErrRefused)
 	}
@@ -133,9 +144,6 @@ func (s *Sysfs) Assignable(d *Device, to Stub, deny DenyList) error {
 		// isolation and vfio-pci will not take the device.
 		if d.IOMMUGroup < 0 {
 			return refuse("in no IOMMU group (IOMMU off or absent): no DMA isolation")
-		}
-		if err := s.GroupViable(d); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -167,7 +175,7 @@ func (s *Sysfs) GroupViable(d *Device) error {
 		}
 	}
 	if len(busy) > 0 {
-		return fmt.Errorf("pci %s: iommu group %d not viable: shared with %s; make them assignable too: %w",
+		return fmt.Errorf("pci %s: iommu group %d not viable: shared with %s; make the whole group assignable (--group): %w",
 			d.BDF, d.IOMMUGroup, strings.Join(busy, ", "), ErrRefused)
 	}
 	return nil

@@ -24,7 +24,8 @@ func init() {
 const pciUsage = `usage: dmsandbox pci SUBCOMMAND [FLAGS]
   ls                          every device: ids, class, driver, IOMMU group, reset methods, assignable or why not
   show BDF                    one device: BARs, capabilities, IRQ, group, reset plan, binding record
-  assignable-add BDF          hand the device to a stub driver (--to vfio-pci|xen-pciback) and quarantine it
+  assignable-add BDF          hand the device to a stub driver (--to vfio-pci|xen-pciback) and quarantine it;
+                              --group: every member of its IOMMU group (all or none)
   assignable-remove BDF       give it back to the driver it had before
   assignable-list             devices dmsandbox made assignable (its records)
   reset BDF                   reset with the first method that applies (FLR, PM, secondary bus)
@@ -45,6 +46,7 @@ type pciFlags struct {
 	denyFile string
 	timeout  time.Duration
 	domain   string
+	group    bool
 }
 
 func pciCmd(args []string) int {
@@ -66,6 +68,7 @@ func pciCmd(args []string) int {
 	fset.StringVar(&fl.denyFile, "deny-file", defaultDenyFile, "devices never to make assignable")
 	fset.DurationVar(&fl.timeout, "timeout", pci.DefaultTimeout, "bound on each kernel write")
 	fset.StringVar(&fl.domain, "domain", "", "reset: the domain owning the device")
+	fset.BoolVar(&fl.group, "group", false, "assignable-add: every member of the device's IOMMU group")
 	// A BDF may come before or after the flags.
 	var pos []string
 	for len(args) > 0 {
@@ -130,14 +133,27 @@ func pciCmd(args []string) int {
 			return code
 		}
 		bd := &pci.Binder{Sysfs: s, State: st, Deny: deny, Timeout: fl.timeout}
-		rec, err := bd.Add(b, stub)
+		var recs []*pci.Record
+		if fl.group {
+			recs, err = bd.AddGroup(b, stub)
+		} else {
+			var rec *pci.Record
+			if rec, err = bd.Add(b, stub); err == nil {
+				recs = []*pci.Record{rec}
+			}
+		}
 		if err != nil {
 			return pciFail(sub, err)
 		}
 		if fl.json {
-			return pciJSON(rec)
+			if fl.group {
+				return pciJSON(recs)
+			}
+			return pciJSON(recs[0])
 		}
-		fmt.Printf("%s: %s -> %s (quarantined; record in %s)\n", b, orNone(rec.OriginalDriver), rec.Stub.Driver(), fl.stateDir)
+		for _, rec := range recs {
+			fmt.Printf("%s: %s -> %s (quarantined; record in %s)\n", rec.BDF, orNone(rec.OriginalDriver), rec.Stub.Driver(), fl.stateDir)
+		}
 		return ExitOK
 	case "assignable-remove":
 		b, ok := needBDF()
