@@ -1,12 +1,14 @@
 package rig
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // DefaultCacheDir holds the unpacked kernel and the built initramfs images
@@ -34,16 +36,28 @@ func CacheDir() (string, error) {
 // lockFile takes an exclusive flock on path and returns its release.
 // Several test binaries (go test runs packages in parallel) may build the same
 // cache entry or boot a rig at the same time; the lock makes them take turns.
-func lockFile(path string) (func(), error) {
+// It polls rather than blocks so that the wait ends with ctx.
+func lockFile(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("rig: lock %s: %w", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("rig: lock %s: %w", path, err)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing the fd drops the flock
+		}
+		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {
+			f.Close()
+			return nil, fmt.Errorf("rig: lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("rig: waiting for %s (another rig is running): %w", path, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	return func() { f.Close() }, nil // closing the fd drops the flock
 }
 
 // run executes a helper program and returns its stdout; on failure the error

@@ -1,6 +1,7 @@
 package rig
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -50,7 +51,7 @@ func EnsureKernel(cacheDir string) (*Kernel, error) {
 	if k, err := kernelAt(dir); err == nil && complete(dir) {
 		return k, nil
 	}
-	unlock, err := lockFile(filepath.Join(cacheDir, "kernel.lock"))
+	unlock, err := lockFile(context.Background(), filepath.Join(cacheDir, "kernel.lock"))
 	if err != nil {
 		return nil, err
 	}

@@ -102,12 +102,15 @@ func (r *Rig) runAttempts(ctx context.Context, cache string, b bootFiles) (*Resu
 	// One L1 at a time on this machine: two TCG guests on two cores slow
 	// each other past their timeouts. The wait does not count against
 	// Timeout.
-	r.logf("rig: waiting for %s", filepath.Join(cache, "run.lock"))
-	unlock, err := lockFile(filepath.Join(cache, "run.lock"))
+	t0 := time.Now()
+	unlock, err := lockFile(ctx, filepath.Join(cache, "run.lock"))
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	if w := time.Since(t0); w > time.Second {
+		r.logf("rig: waited %.0fs for another rig to finish", w.Seconds())
+	}
 
 	attempts := 1 + r.retries()
 	var res *Result
