@@ -36,6 +36,7 @@ func brokerBench(args []string) int {
 	src := fs.String("sysfs-root", "pci/testdata/sysfs/q35-vfio-rig", "captured tree holding 0000:00:04.0")
 	n := fs.Int("n", 20000, "round trips per latency measurement")
 	dur := fs.Duration("duration", 2*time.Second, "run time per durable-audit row")
+	delay := fs.Duration("commit-delay", 0, "audit group-commit delay (0: the log's default; negative: off)")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
@@ -52,7 +53,7 @@ func brokerBench(args []string) int {
 	}
 
 	raw := rawRoundTrips(*n)
-	b, al, err := benchBroker(root, filepath.Join(tmp, "buffered"), false)
+	b, al, err := benchBroker(root, filepath.Join(tmp, "buffered"), false, *delay)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "broker bench:", err)
 		return ExitFailure
@@ -73,7 +74,7 @@ func brokerBench(args []string) int {
 
 	fmt.Printf("durable audit (fsync before reply, group commit), %v per row\n", *dur)
 	for _, sessions := range []int{1, 4, 16} {
-		b, al, err := benchBroker(root, filepath.Join(tmp, fmt.Sprintf("durable-%d", sessions)), true)
+		b, al, err := benchBroker(root, filepath.Join(tmp, fmt.Sprintf("durable-%d", sessions)), true, *delay)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "broker bench:", err)
 			return ExitFailure
@@ -115,12 +116,12 @@ func benchTree(src, dst string, n int) (string, []pci.BDF, error) {
 	return dst, devs, nil
 }
 
-func benchBroker(root, dir string, durable bool) (*broker.Broker, *audit.Log, error) {
+func benchBroker(root, dir string, durable bool, delay time.Duration) (*broker.Broker, *audit.Log, error) {
 	fb, err := fake.New(root, "")
 	if err != nil {
 		return nil, nil, err
 	}
-	al, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "audit"), Durable: durable})
+	al, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "audit"), Durable: durable, CommitDelay: delay})
 	if err != nil {
 		return nil, nil, err
 	}
