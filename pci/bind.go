@@ -245,3 +245,27 @@ func exists(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil
 }
+
+// Recover gives back every device a crash left half-way (records in phase
+// binding), for a dmsandbox or broker that starts up. Devices fully bound
+// stay quarantined: they were made assignable on purpose. It returns the
+// records it undid and the joined errors of those it could not.
+func (bd *Binder) Recover() ([]*Record, error) {
+	recs, err := bd.State.List()
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var undone []*Record
+	for _, r := range recs {
+		if r.Phase != PhaseBinding {
+			continue
+		}
+		if _, err := bd.Remove(r.BDF); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		undone = append(undone, r)
+	}
+	return undone, errors.Join(errs...)
+}

@@ -169,8 +169,16 @@ func TestAssignableCrashRecovery(t *testing.T) {
 	if _, err := (&Binder{Sysfs: s, State: state}).Add(b, StubVFIO); !errors.Is(err, ErrRefused) {
 		t.Fatalf("add over a binding record: %v", err)
 	}
-	if _, err := (&Binder{Sysfs: s, State: state}).Remove(b); err != nil {
+	// A restarted dmsandbox recovers it; a fully bound device stays.
+	if _, err := (&Binder{Sysfs: s, State: state}).Add(mustBDF(t, "0000:01:00.0"), StubVFIO); err != nil {
 		t.Fatal(err)
+	}
+	undone, err := (&Binder{Sysfs: s, State: state}).Recover()
+	if err != nil || len(undone) != 1 || undone[0].BDF != b {
+		t.Fatalf("recover: %+v, %v", undone, err)
+	}
+	if driverOf(t, s, "0000:01:00.0") != "vfio-pci" {
+		t.Fatal("recover touched a bound device")
 	}
 	if driverOf(t, s, "0000:00:04.0") != "e1000e" {
 		t.Fatal("not back on e1000e")

@@ -28,6 +28,7 @@ const pciUsage = `usage: dmsandbox pci SUBCOMMAND [FLAGS]
                               --group: every member of its IOMMU group (all or none)
   assignable-remove BDF       give it back to the driver it had before
   assignable-list             devices dmsandbox made assignable (its records)
+  recover                     give back devices a crash left half-way (records in phase binding)
   reset BDF                   reset with the first method that applies (FLR, PM, secondary bus)
 flags (every subcommand): --json --sysfs-root DIR (default /) --state-dir DIR (default ` + pci.DefaultStateDir + `)
   --to vfio-pci|xen-pciback (ls, show, assignable-add)  --deny-file FILE (default ` + defaultDenyFile + `)
@@ -101,7 +102,7 @@ func pciCmd(args []string) int {
 		return b, true
 	}
 	switch sub {
-	case "ls", "assignable-list":
+	case "ls", "assignable-list", "recover":
 		if len(pos) != 0 {
 			return pciUsageErr(sub, fmt.Errorf("unexpected argument %q", pos[0]))
 		}
@@ -169,6 +170,22 @@ func pciCmd(args []string) int {
 			return pciJSON(rec)
 		}
 		fmt.Printf("%s: %s -> %s\n", b, rec.Stub.Driver(), orNone(rec.OriginalDriver))
+		return ExitOK
+	case "recover":
+		recs, err := (&pci.Binder{Sysfs: s, State: st, Timeout: fl.timeout}).Recover()
+		if fl.json {
+			if recs == nil {
+				recs = []*pci.Record{}
+			}
+			pciJSON(recs)
+		} else {
+			for _, r := range recs {
+				fmt.Printf("%s: given back to %s (left half-way by a crash)\n", r.BDF, orNone(r.OriginalDriver))
+			}
+		}
+		if err != nil {
+			return pciFail(sub, err)
+		}
 		return ExitOK
 	case "assignable-list":
 		recs, err := st.List()
