@@ -307,6 +307,15 @@ func (s *Sysfs) Behind(bridge BDF) ([]*Device, error) {
 		if b == bridge {
 			continue
 		}
+		// The link alone says whether b is below bridge; read the whole
+		// device only then (ls asks this for every device).
+		target, err := os.Readlink(s.DevicePath(b))
+		if err != nil {
+			return nil, fmt.Errorf("pci %s: %w", b, err)
+		}
+		if !strings.Contains(filepath.ToSlash(target), "/"+bridge.String()+"/") {
+			continue
+		}
 		d, err := s.Device(b)
 		if err != nil {
 			return nil, err
