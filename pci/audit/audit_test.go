@@ -219,3 +219,21 @@ func TestFilesOrder(t *testing.T) {
 		t.Fatal("file names do not sort in chain order")
 	}
 }
+
+func TestCopyGetsEveryLine(t *testing.T) {
+	var buf bytes.Buffer
+	l, err := Open(Options{Dir: t.TempDir(), Durable: true, Copy: &buf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 3)
+	l.Close()
+	got := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	if len(got) != 3 {
+		t.Fatalf("copy got %d lines", len(got))
+	}
+	_, head := l.LastHash()
+	if r, err := parseLine(got[2]); err != nil || r.Hash != head {
+		t.Fatalf("copied line: %v", err)
+	}
+}
