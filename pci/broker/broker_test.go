@@ -289,3 +289,24 @@ func TestFakeRefusedWithoutAllowFake(t *testing.T) {
 		t.Fatalf("fake backend accepted by a production config: %v", err)
 	}
 }
+
+// A request whose audit record cannot be made durable is answered EIO and
+// the session is undone: nothing happens unaudited (fail closed).
+func TestAuditFailureClosesSession(t *testing.T) {
+	r := newRig(t, "")
+	s, c := r.session(dom, e1000e)
+	if err := c.Do(&MemoryMapping{Domid: dom, Add: 1, FirstGfn: 0xe0000, FirstMfn: 0xfeb80, NrMfns: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.audit.Close()
+	if got := Errno(c.Do(&ConfigRead{BDF: WireBDF(e1000e), Size: 4}, nil)); got != unix.EIO {
+		t.Fatalf("unauditable request: %v", got)
+	}
+	<-waitClosed(s)
+	if st := r.fake.State(); !st.Empty() {
+		t.Fatalf("session not undone: %v", st.Summary())
+	}
+	if got := Errno(c.Do(&ConfigRead{BDF: WireBDF(e1000e), Size: 4}, nil)); got != unix.EIO && got != unix.ESHUTDOWN {
+		t.Fatalf("after: %v", got)
+	}
+}
