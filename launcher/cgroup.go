@@ -214,7 +214,10 @@ func v2Resources(lim CgroupLimits, devs []DeviceRule) *cgroup2.Resources {
 // deviceCgroupRules denies every device, then allows exactly the nodes
 // the sandbox was given.
 func deviceCgroupRules(devs []DeviceRule) []specs.LinuxDeviceCgroup {
-	out := []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
+	// Type "a" and wildcard numbers spelled out: cgroup2's device
+	// program compiler rejects an empty type and dereferences the numbers.
+	any := int64(-1)
+	out := []specs.LinuxDeviceCgroup{{Allow: false, Type: "a", Major: &any, Minor: &any, Access: "rwm"}}
 	for _, d := range devs {
 		major, minor := d.Major, d.Minor
 		out = append(out, specs.LinuxDeviceCgroup{Allow: true, Type: string(d.Type),

@@ -3,6 +3,9 @@ package launcher
 import (
 	"bufio"
 	"fmt"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"sort"
@@ -55,7 +58,10 @@ type CgroupInfo struct {
 	Paths  map[string]string `json:"paths"`
 	Files  map[string]string `json:"files"` // limit files, e.g. "memory.limit_in_bytes"
 	Member bool              `json:"pid_in_cgroup"`
-	Stats  CgroupStats       `json:"stats"`
+	// DevicePrograms counts the BPF device programs in force on a v2
+	// cgroup (v1 lists its rules in devices.list instead).
+	DevicePrograms int         `json:"device_programs,omitempty"`
+	Stats          CgroupStats `json:"stats"`
 }
 
 // Inspect reads the confinement of a live sandbox.
@@ -118,6 +124,9 @@ func inspectPid(st *State) (*Inspection, error) {
 				in.Cgroup.Files[f] = strings.TrimSpace(string(b))
 			}
 		}
+	}
+	if dir, ok := st.CgroupPaths[""]; ok && st.CgroupMode == CgroupV2 {
+		in.Cgroup.DevicePrograms, _ = devicePrograms(dir)
 	}
 	if cg, err := loadCgroup(st.CgroupMode, st.CgroupPaths); err == nil {
 		in.Cgroup.Stats, _ = cg.Stats()
@@ -201,4 +210,20 @@ func (in *Inspection) SortedFds() []int {
 	}
 	sort.Ints(out)
 	return out
+}
+
+// devicePrograms counts the device programs in effect on a cgroup2
+// directory (attached there or inherited).
+func devicePrograms(dir string) (int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: ebpf.AttachCGroupDevice,
+		QueryFlags: unix.BPF_F_QUERY_EFFECTIVE})
+	if err != nil {
+		return 0, fmt.Errorf("query device programs of %s: %w", dir, err)
+	}
+	return len(res.Programs), nil
 }
