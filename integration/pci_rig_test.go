@@ -12,11 +12,14 @@ import (
 
 // pciRigDevices: edu behind its own root port (alone on a secondary bus:
 // the kernel offers a bus reset), edu on the root bus (no reset method at
-// all), and e1000e (an in-tree driver to give the device back to).
+// all), e1000e (an in-tree driver to give the device back to), and a
+// multi-function device whose two functions share one IOMMU group (no ACS
+// between functions on the root bus).
 var pciRigDevices = []string{
 	"pcie-root-port,id=rp1,chassis=1,slot=1", "edu,bus=rp1",
 	"edu",
 	"e1000e",
+	"virtio-rng-pci,addr=0x6.0,multifunction=on", "virtio-balloon-pci,addr=0x6.1",
 }
 
 // pciCLIOps are the scenario's operations done by the project's binary, the
@@ -32,8 +35,9 @@ reset_dev() { "$DMS" pci reset --state-dir $STATE "$1"; }
 
 // pciScenario runs in L1 after the ops are defined: bind and give back
 // (edu: to no driver; e1000e: to e1000e), bus reset of the edu behind the
-// root port with the config-space restore in dmesg, and refusal for the edu
-// on the root bus.
+// root port with the config-space restore in dmesg, refusal for the edu on
+// the root bus, group viability on a multi-function device, and pci ls
+// --json checked against L1's raw sysfs.
 const pciScenario = `
 # pci core's config save/restore messages are pr_debug: make them visible.
 echo 'file drivers/pci/pci.c +p' > /sys/kernel/debug/dynamic_debug/control
@@ -86,13 +90,42 @@ dmesg -C
 if out=$(reset_dev $EDU_ROOT 2>&1); then
 	check edu-root-reset-refused FAIL "reset succeeded: $out"
 else
-	say "refusal: $out"
-	# A clear reason names the device and why a bus reset does not apply.
-	echo "$out" | grep -q "$EDU_ROOT" && echo "$out" | grep -qi "bus" \
+	rc=$?
+	say "refusal (exit $rc): $out"
+	# A clear reason names the device and why a bus reset does not apply;
+	# exit 4 is "refused, nothing done".
+	[ $rc = 4 ] && echo "$out" | grep -q "$EDU_ROOT" && echo "$out" | grep -qi "bus" \
 		&& check edu-root-reset-refused PASS "$(echo $out | head -c 200)" \
-		|| check edu-root-reset-refused FAIL "unclear reason: $out"
+		|| check edu-root-reset-refused FAIL "exit $rc, unclear reason: $out"
 fi
 dmesg | grep -q "$EDU_ROOT.*restoring" && check edu-root-untouched FAIL "$(dmesg | grep $EDU_ROOT)" || check edu-root-untouched PASS
+
+# 5. IOMMU group viability on the multi-function device: 06.1 alone is
+# refused (06.0 shares its group and is on virtio-pci: VFIO could not open
+# the group); --group takes both, all or none; both go back.
+F0=0000:00:06.0; F1=0000:00:06.1
+if [ "$(grp $F0)" = "$(grp $F1)" ]; then check mf-shared-group PASS "group $(grp $F1)"; else check mf-shared-group FAIL "$(grp $F0) vs $(grp $F1)"; fi
+out=$(assign $F1 2>&1); rc=$?
+say "06.1 alone: rc=$rc $out"
+[ $rc = 4 ] && echo "$out" | grep -q "$F0" && [ "$(drv $F1)" = virtio-pci ] \
+	&& check mf-single-function-refused PASS "$(echo $out | head -c 200)" \
+	|| check mf-single-function-refused FAIL "rc=$rc driver=$(drv $F1): $out"
+expect mf-group-add "$DMS" pci assignable-add --state-dir $STATE --group --to vfio-pci $F1
+[ "$(drv $F0)" = vfio-pci ] && [ "$(drv $F1)" = vfio-pci ] && [ -c /dev/vfio/$(grp $F1) ] \
+	&& check mf-group-on-vfio-pci PASS "/dev/vfio/$(grp $F1)" || check mf-group-on-vfio-pci FAIL "$(drv $F0) $(drv $F1)"
+
+# 6. With devices on vfio-pci and a whole group assigned, the pci
+# engineer's cross-check of "pci ls --json" against the raw sysfs files
+# runs on L1's sysfs (IOMMU groups, reset methods) as it does on the host.
+# A skip or a renamed test is a failure here: only its PASS line counts.
+out=$(cd "$DMS_PKG" && "$DMS_TEST" -test.run '^TestPciLsMatchesHostSysfs$' -test.v 2>&1)
+echo "$out" | grep -q -- '--- PASS: TestPciLsMatchesHostSysfs' \
+	&& check ls-json-matches-l1-sysfs PASS || check ls-json-matches-l1-sysfs FAIL "$(echo "$out" | tail -15)"
+
+expect mf-remove-f1 unassign $F1
+expect mf-remove-f0 unassign $F0
+[ "$(drv $F0)" = virtio-pci ] && [ "$(drv $F1)" = virtio-pci ] \
+	&& check mf-back-on-virtio-pci PASS || check mf-back-on-virtio-pci FAIL "$(drv $F0) $(drv $F1)"
 finish
 `
 
@@ -104,11 +137,11 @@ func TestPCIRig(t *testing.T) {
 		t.Skip("boots a nested VM (about 40 s); skipped with -short")
 	}
 	rig.SkipIfNoRig(t)
-	bin := buildDmsandbox(t)
+	bin, testBin := buildDmsandbox(t), buildDmsandboxTest(t)
 	runRig(t, rig.Rig{
 		Devices: pciRigDevices,
 		Timeout: 2 * time.Minute,
-		Env:     map[string]string{"DMS": bin},
+		Env:     map[string]string{"DMS": bin, "DMS_TEST": testBin, "DMS_PKG": filepath.Join(moduleRoot(t), "cmd", "dmsandbox")},
 		Script:  pciCLIOps + pciScenario,
 	})
 }
@@ -117,16 +150,36 @@ func TestPCIRig(t *testing.T) {
 // L1 sees it at the same path through its 9p view of the host's /.
 func buildDmsandbox(t *testing.T) string {
 	t.Helper()
+	bin := filepath.Join(t.TempDir(), "dmsandbox")
+	goCmd(t, "build", "-tags", "seccomp", "-o", bin, "./cmd/dmsandbox")
+	return bin
+}
+
+// buildDmsandboxTest builds cmd/dmsandbox's test binary, to run some of
+// its tests inside L1 against L1's sysfs.
+func buildDmsandboxTest(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "dmsandbox.test")
+	goCmd(t, "test", "-c", "-tags", "seccomp", "-o", bin, "./cmd/dmsandbox")
+	return bin
+}
+
+// goCmd runs the go tool at the module root (cgo on: runc needs it).
+func goCmd(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = moduleRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %v: %v\n%s", args, err, out)
+	}
+}
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "dmsandbox")
-	cmd := exec.Command("go", "build", "-tags", "seccomp", "-o", bin, "./cmd/dmsandbox")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/dmsandbox: %v\n%s", err, out)
-	}
-	return bin
+	return root
 }
