@@ -96,6 +96,11 @@ func (bd *Binder) AddGroup(b BDF, to Stub) ([]*Record, error) {
 
 func (bd *Binder) add(b BDF, to Stub, checkGroup bool) (*Record, error) {
 	s := bd.Sysfs
+	unlock, err := bd.State.lock(b)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	d, err := s.Device(b)
 	if err != nil {
 		return nil, err
@@ -167,8 +172,9 @@ func (bd *Binder) add(b BDF, to Stub, checkGroup bool) (*Record, error) {
 		return nil, fmt.Errorf("pci %s: %w", b, err)
 	}
 	if now != to.Driver() {
-		return nil, fmt.Errorf("pci %s: after probe the device is on %q, not %s (record kept in %s): %w",
-			b, now, to.Driver(), bd.State.Dir, ErrRefused)
+		// Not ErrRefused: the host was changed. The record stays.
+		return nil, fmt.Errorf("pci %s: after probe the device is on %q, not %s (record kept in %s; assignable-remove undoes)",
+			b, orNoneStr(now), to.Driver(), bd.State.Dir)
 	}
 	rec.Phase = PhaseBound
 	if err := bd.State.Save(rec); err != nil {
@@ -182,6 +188,11 @@ func (bd *Binder) add(b BDF, to Stub, checkGroup bool) (*Record, error) {
 // a record it refuses: the original driver is unknown.
 func (bd *Binder) Remove(b BDF) (*Record, error) {
 	s := bd.Sysfs
+	unlock, err := bd.State.lock(b)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	rec, err := bd.State.Load(b)
 	if err != nil {
 		return nil, err
@@ -232,8 +243,8 @@ func (bd *Binder) Remove(b BDF) (*Record, error) {
 		return nil, fmt.Errorf("pci %s: %w", b, err)
 	}
 	if rec.OriginalDriver != "" && now != rec.OriginalDriver {
-		return nil, fmt.Errorf("pci %s: after bind the device is on %q, not %s (record kept): %w",
-			b, now, rec.OriginalDriver, ErrRefused)
+		return nil, fmt.Errorf("pci %s: after bind the device is on %q, not %s (record kept)",
+			b, orNoneStr(now), rec.OriginalDriver)
 	}
 	if err := bd.State.Remove(b); err != nil {
 		return nil, err
@@ -268,4 +279,11 @@ func (bd *Binder) Recover() ([]*Record, error) {
 		undone = append(undone, r)
 	}
 	return undone, errors.Join(errs...)
+}
+
+func orNoneStr(s string) string {
+	if s == "" {
+		return "no driver"
+	}
+	return s
 }

@@ -301,3 +301,15 @@ func TestAssignableAddGroup(t *testing.T) {
 		t.Fatalf("records left: %+v", recs)
 	}
 }
+
+func TestAssignableLockedByAnother(t *testing.T) {
+	s, k := q35Fake(t)
+	st := State{Dir: t.TempDir()}
+	unlock, err := st.lock(mustBDF(t, "0000:00:04.0"))
+	must(t, err)
+	defer unlock()
+	_, err = (&Binder{Sysfs: s, State: st}).Add(mustBDF(t, "0000:00:04.0"), StubVFIO)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "another dmsandbox") || len(k.Writes()) != 0 {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -161,4 +162,26 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// lock takes an exclusive, non-blocking flock on <dir>/.<bdf>.lock so that
+// two dmsandbox processes never move the same device at once. The lock
+// dies with the process, so a crash never leaves it held.
+func (st State) lock(b BDF) (unlock func(), err error) {
+	if err := os.MkdirAll(st.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("pci %s: state dir: %w", b, err)
+	}
+	path := filepath.Join(st.Dir, "."+b.String()+".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("pci %s: %w", b, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("pci %s: another dmsandbox is changing this device (%s): %w", b, path, ErrRefused)
+		}
+		return nil, fmt.Errorf("pci %s: lock %s: %w", b, path, err)
+	}
+	return func() { f.Close() }, nil
 }
