@@ -93,14 +93,14 @@ func (s *Sysfs) ResetPlan(d *Device, opt ResetOptions) []Verdict {
 		out = append(out, Verdict{Method: MethodFLR, Why: "no FLR capability (neither PCIe DevCap FLR nor AF FLR)"})
 	}
 
-	// PM.
+	// PM. The current D-state does not matter: the kernel wakes the
+	// device (runtime PM) before its reset, and from D3hot the config
+	// route's transition to D0 is the reset itself.
 	switch {
 	case d.Caps.PM == nil:
 		out = append(out, Verdict{Method: MethodPM, Why: "no PM capability"})
 	case d.Caps.PM.NoSoftReset:
 		out = append(out, Verdict{Method: MethodPM, Why: "PM No_Soft_Reset is set: D3hot→D0 keeps the device's state"})
-	case d.Caps.PM.PowerState != 0:
-		out = append(out, Verdict{Method: MethodPM, Why: fmt.Sprintf("device is in D%d, a PM reset starts from D0", d.Caps.PM.PowerState)})
 	default:
 		via, why := kernelRoute(MethodPM)
 		out = append(out, Verdict{Method: MethodPM, Via: via, Why: why})
