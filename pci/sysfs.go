@@ -151,6 +151,11 @@ func (s *Sysfs) Device(b BDF) (*Device, error) {
 		return wrap(err)
 	}
 	d.ConfigSize = len(cfg)
+	// Linux shows unprivileged readers only the 64-byte header, where
+	// no capability lives: say so instead of a confusing parse error.
+	if len(cfg) == cfgHeaderLen {
+		return wrap(fmt.Errorf("%s/config: only %d bytes readable (config space past the header is for root): %w", dir, len(cfg), ErrMalformed))
+	}
 	if d.Caps, err = ParseCapabilities(cfg); err != nil {
 		return wrap(fmt.Errorf("%s/config: %w", dir, err))
 	}

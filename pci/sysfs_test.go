@@ -124,6 +124,7 @@ func TestDeviceMalformedFiles(t *testing.T) {
 		{"missing vendor", func(d string) error { return os.Remove(d + "/vendor") }, fs.ErrNotExist, "vendor"},
 		{"missing irq", func(d string) error { return os.Remove(d + "/irq") }, fs.ErrNotExist, "irq"},
 		{"truncated config", func(d string) error { return os.Truncate(d+"/config", 40) }, ErrMalformed, "truncated"},
+		{"config as a non-root reader sees it", func(d string) error { return os.Truncate(d+"/config", 64) }, ErrMalformed, "for root"},
 		{"capability loop", func(d string) error {
 			f, err := os.OpenFile(d+"/config", os.O_WRONLY, 0)
 			if err != nil {
