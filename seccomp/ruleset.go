@@ -67,3 +67,25 @@ func (rs *RuleSet) All() []Rule { return append([]Rule(nil), rs.rules...) }
 
 // Len is the number of rules (one per syscall or ioctl request).
 func (rs *RuleSet) Len() int { return len(rs.rules) }
+
+// ioctlCollisions lists pairs of ioctl names (sorted within a pair) that
+// share a request number (low 32 bits): the filter cannot tell them apart.
+func ioctlCollisions() [][2]string {
+	byNum := map[uint64][]string{}
+	for _, class := range ioctlRequests {
+		for n, v := range class {
+			byNum[v&ioctlMask] = append(byNum[v&ioctlMask], n)
+		}
+	}
+	var out [][2]string
+	for _, names := range byNum {
+		sort.Strings(names)
+		for i := 0; i < len(names); i++ {
+			for j := i + 1; j < len(names); j++ {
+				out = append(out, [2]string{names[i], names[j]})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
+}
