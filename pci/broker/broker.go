@@ -133,6 +133,11 @@ func (b *Broker) OpenSession(domid uint32, peer Peer) (*Session, *os.File, error
 	}
 	srv, cli := os.NewFile(uintptr(fds[0]), "broker-session"), os.NewFile(uintptr(fds[1]), fmt.Sprintf("session-%d", id))
 	conn := newPacketConn(srv)
+	if err := conn.passCred(); err != nil {
+		conn.Close()
+		cli.Close()
+		return nil, nil, fmt.Errorf("broker: session socket: SO_PASSCRED: %w", err)
+	}
 	j, err := createJournal(b.cfg.StateDir, id, domid)
 	if err != nil {
 		conn.Close()

@@ -54,7 +54,7 @@ func (c *Client) Raw(frame []byte) (Header, unix.Errno, error) {
 	if err := c.conn.Send(frame); err != nil {
 		return Header{}, 0, err
 	}
-	n, err := c.conn.Recv(c.buf)
+	n, _, err := c.conn.Recv(c.buf)
 	if err != nil {
 		return Header{}, 0, err
 	}
@@ -68,7 +68,7 @@ func (c *Client) exchange(frame []byte, seq uint32, result any) error {
 	if err := c.conn.Send(frame); err != nil {
 		return err
 	}
-	n, err := c.conn.Recv(c.buf)
+	n, _, err := c.conn.Recv(c.buf)
 	if err != nil {
 		return err
 	}

@@ -20,29 +20,47 @@ import (
 // reader): another goroutine calls Shutdown, the reader sees EOF and
 // closes.
 type packetConn struct {
-	f  *os.File
-	fd int
+	f   *os.File
+	fd  int
+	oob []byte // Recv's control-message buffer (one reader at a time)
 }
 
 func newPacketConn(f *os.File) *packetConn {
 	// Fd puts the file in blocking mode, which is what we want.
-	return &packetConn{f: f, fd: int(f.Fd())}
+	return &packetConn{f: f, fd: int(f.Fd()), oob: make([]byte, unix.CmsgSpace(unix.SizeofUcred))}
+}
+
+// passCred asks the kernel to attach the sender's credentials to every
+// frame received (SO_PASSCRED): who sent a request is then known per
+// frame, from the kernel, whoever the fd was handed to.
+func (c *packetConn) passCred() error {
+	return unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
 }
 
 // Recv reads one frame; a frame longer than buf is cut to len(buf).
-// io.EOF when the peer hung up.
-func (c *packetConn) Recv(buf []byte) (int, error) {
+// io.EOF when the peer hung up. cred is the sender's, when passCred is on.
+func (c *packetConn) Recv(buf []byte) (n int, cred *unix.Ucred, err error) {
+	oob := c.oob
 	for {
-		n, _, _, _, err := unix.Recvmsg(c.fd, buf, nil, 0)
+		n, oobn, _, _, err := unix.Recvmsg(c.fd, buf, oob, 0)
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return 0, fmt.Errorf("broker: session receive: %w", err)
+			return 0, nil, fmt.Errorf("broker: session receive: %w", err)
 		case n == 0:
-			return 0, io.EOF
+			return 0, nil, io.EOF
 		}
-		return n, nil
+		if oobn > 0 {
+			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+				for i := range msgs {
+					if uc, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+						cred = uc
+					}
+				}
+			}
+		}
+		return n, cred, nil
 	}
 }
 

@@ -217,10 +217,22 @@ func TestKillClientUndoes(t *testing.T) {
 		t.Fatalf("after the client died, still live: %v", st.Summary())
 	}
 	var undone []string
+	hellos := 0
 	for _, rec := range r.records() {
 		if rec.Op == "undo" {
 			undone = append(undone, rec.Args)
 		}
+		// The kernel names the sender of each frame (SO_PASSCRED): the
+		// victim, not the process that opened the session.
+		if rec.Op == "hello" && rec.Session == s.ID {
+			hellos++
+			if rec.PID != int32(cmd.Process.Pid) {
+				t.Errorf("hello audited with pid %d, the client is %d", rec.PID, cmd.Process.Pid)
+			}
+		}
+	}
+	if hellos != 1 {
+		t.Errorf("%d hello records", hellos)
 	}
 	// Reverse order by kind: mapping first, then bindings, pirqs, device.
 	want := []string{"mem ", "msi ", "pirq ", "pirq ", "device "}

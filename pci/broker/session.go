@@ -47,14 +47,14 @@ func (s *Session) serve() {
 	defer s.conn.Close()
 	buf := make([]byte, MaxFrame+1)
 	for {
-		n, err := s.conn.Recv(buf)
+		n, cred, err := s.conn.Recv(buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				s.b.event(s, "session_error", err.Error())
 			}
 			break
 		}
-		reply := s.handleFrame(buf[:n])
+		reply := s.handleFrame(buf[:n], cred)
 		if err := s.conn.Send(reply); err != nil {
 			s.b.event(s, "session_error", "reply: "+err.Error())
 			break
@@ -67,13 +67,20 @@ func (s *Session) serve() {
 
 // handleFrame decodes, checks, executes and audits one frame and returns
 // the reply. It never panics on client input.
-func (s *Session) handleFrame(frame []byte) []byte {
+//
+// cred is the sender's pid/uid as the kernel saw it (SO_PASSCRED); the
+// audit record carries it, falling back to the session's opener.
+func (s *Session) handleFrame(frame []byte, cred *unix.Ucred) []byte {
 	start := time.Now()
+	peer := s.Peer
+	if cred != nil {
+		peer = Peer{PID: cred.Pid, UID: cred.Uid}
+	}
 	h, req, err := DecodeRequest(frame)
 	if err != nil {
 		var fe *FrameError
 		errors.As(err, &fe)
-		rec := s.record(start, h.Op.String(), fmt.Sprintf("%d bytes", len(frame)), audit.Malformed, fe.Errno, fe.Why)
+		rec := s.record(start, peer, h.Op.String(), fmt.Sprintf("%d bytes", len(frame)), audit.Malformed, fe.Errno, fe.Why)
 		if aerr := s.b.audit(rec); aerr != nil {
 			return s.auditFailed(h, aerr)
 		}
@@ -89,7 +96,7 @@ func (s *Session) handleFrame(frame []byte) []byte {
 			verdict = audit.Failed
 		}
 	}
-	if aerr := s.b.audit(s.record(start, h.Op.String(), describe(req), verdict, errno, why)); aerr != nil {
+	if aerr := s.b.audit(s.record(start, peer, h.Op.String(), describe(req), verdict, errno, why)); aerr != nil {
 		return s.auditFailed(h, aerr)
 	}
 	if f != nil {
@@ -106,9 +113,9 @@ func (s *Session) auditFailed(h Header, err error) []byte {
 	return EncodeReply(h.Op, h.Seq, unix.EIO, nil)
 }
 
-func (s *Session) record(start time.Time, op, args, verdict string, errno unix.Errno, why string) *audit.Record {
+func (s *Session) record(start time.Time, peer Peer, op, args, verdict string, errno unix.Errno, why string) *audit.Record {
 	return &audit.Record{
-		Time: start.UTC(), Session: s.ID, Domid: s.Domid, PID: s.Peer.PID, UID: s.Peer.UID,
+		Time: start.UTC(), Session: s.ID, Domid: s.Domid, PID: peer.PID, UID: peer.UID,
 		Op: op, Args: args, Verdict: verdict, Errno: int(errno), Err: why,
 		LatencyNS: time.Since(start).Nanoseconds(),
 	}
