@@ -57,6 +57,7 @@ type Broker struct {
 	cfg Config
 
 	mu       sync.Mutex
+	serving  map[*Session]bool // sessions whose socket is still served (closed ones too)
 	sessions map[uint64]*Session
 	byDomid  map[uint32]*Session
 	owner    map[pci.BDF]uint64 // device → session holding it (global exclusivity)
@@ -84,7 +85,7 @@ func New(cfg Config) (*Broker, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{cfg: cfg, sessions: map[uint64]*Session{}, byDomid: map[uint32]*Session{}, owner: map[pci.BDF]uint64{}}
+	b := &Broker{cfg: cfg, serving: map[*Session]bool{}, sessions: map[uint64]*Session{}, byDomid: map[uint32]*Session{}, owner: map[pci.BDF]uint64{}}
 	if err := b.recover(); err != nil {
 		return nil, err
 	}
@@ -147,8 +148,14 @@ func (b *Broker) OpenSession(domid uint32, peer Peer) (*Session, *os.File, error
 	s := &Session{b: b, ID: id, Domid: domid, Peer: peer, conn: conn, devs: map[pci.BDF]*sessionDevice{}, journal: j, done: make(chan struct{})}
 	b.sessions[id] = s
 	b.byDomid[domid] = s
+	b.serving[s] = true
 	b.event(s, "session_open", fmt.Sprintf("domid=%d", domid))
-	go s.serve()
+	go func() {
+		s.serve()
+		b.mu.Lock()
+		delete(b.serving, s)
+		b.mu.Unlock()
+	}()
 	return s, cli, nil
 }
 
@@ -430,8 +437,8 @@ func (b *Broker) recover() error {
 // caller.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	ss := make([]*Session, 0, len(b.sessions))
-	for _, s := range b.sessions {
+	ss := make([]*Session, 0, len(b.serving))
+	for s := range b.serving {
 		ss = append(ss, s)
 	}
 	b.mu.Unlock()

@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 
 	"github.com/dmsandbox/dmsandbox/pci"
 )
@@ -244,5 +245,5 @@ func describe(r Request) string {
 	case *MapPirqMSI:
 		return fmt.Sprintf("domid=%d index=%d pirq=%d bus=%#x devfn=%#x entry=%d table_base=%#x", v.Domid, v.Index, v.Pirq, v.Bus, v.Devfn, v.EntryNr, v.TableBase)
 	}
-	return fmt.Sprintf("%+v", r)
+	return strings.TrimPrefix(fmt.Sprintf("%+v", r), "&")
 }
