@@ -14,6 +14,10 @@ import (
 var symbols = map[string]uint64{
 	// socket(2) domains and types
 	"AF_UNIX":        unix.AF_UNIX,
+	"AF_INET":        unix.AF_INET,
+	"AF_INET6":       unix.AF_INET6,
+	"AF_PACKET":      unix.AF_PACKET,
+	"AF_VSOCK":       unix.AF_VSOCK,
 	"AF_NETLINK":     unix.AF_NETLINK,
 	"SOCK_STREAM":    unix.SOCK_STREAM,
 	"SOCK_DGRAM":     unix.SOCK_DGRAM,
@@ -44,6 +48,13 @@ var symbols = map[string]uint64{
 	"CLONE_PTRACE":         unix.CLONE_PTRACE,
 	"CLONE_UNTRACED":       unix.CLONE_UNTRACED,
 	"CLONE_PIDFD":          unix.CLONE_PIDFD,
+
+	// signals (for check)
+	"SIGKILL": uint64(unix.SIGKILL),
+	"SIGTERM": uint64(unix.SIGTERM),
+	"SIGUSR1": uint64(unix.SIGUSR1),
+	"SIGURG":  uint64(unix.SIGURG),
+	"SIGCHLD": uint64(unix.SIGCHLD),
 
 	// prctl(2) options
 	"PR_SET_NAME":         unix.PR_SET_NAME,
