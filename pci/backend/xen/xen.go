@@ -68,8 +68,15 @@ func (b *Backend) Name() string { return "xen" }
 
 // Assign grants what libxl's pci_add_dm_done grants before QEMU touches
 // the device: iomem permission for each memory BAR (and the ROM), ioport
-// permission for each I/O BAR, irq permission for the GSI.
+// permission for each I/O BAR, irq permission for the GSI (dom0's pirq of
+// a GSI is the GSI). The device must already be held by pciback
+// (`dmsandbox pci assignable-add --to xen-pciback`): a device a dom0
+// driver still drives must never be handed to a guest.
 func (b *Backend) Assign(dom uint32, dev *pci.Device, g backend.Grant) error {
+	if dev.Driver != pci.StubPciback.Driver() {
+		return fmt.Errorf("xen backend: %s is on driver %q, not %s (make it assignable first): %w",
+			dev.BDF, dev.Driver, pci.StubPciback.Driver(), pci.ErrRefused)
+	}
 	return b.permit(dom, dev, true)
 }
 

@@ -3,6 +3,7 @@
 package xen
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,7 +81,7 @@ func TestHelperXenCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := &pci.Device{BDF: pci.BDF{Domain: 2, Bus: 3, Dev: 4, Fn: 1}, IRQ: 10,
+	dev := &pci.Device{BDF: pci.BDF{Domain: 2, Bus: 3, Dev: 4, Fn: 1}, IRQ: 10, Driver: "e1000e",
 		BARs: []pci.BAR{{Index: 0, Start: 0xfeb80000, Size: 0x20000}, {Index: 2, Start: 0xc040, Size: 0x20, IO: true}},
 		ROM:  &pci.BAR{Index: 6, Start: 0xfeb00000, Size: 0x40000}}
 	must := func(err error) {
@@ -89,6 +90,10 @@ func TestHelperXenCalls(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := be.Assign(7, dev, backend.Grant{}); !errors.Is(err, pci.ErrRefused) {
+		t.Fatalf("assigned a device a dom0 driver holds: %v", err)
+	}
+	dev.Driver = pci.StubPciback.Driver()
 	must(be.Assign(7, dev, backend.Grant{}))
 	must(be.MemoryMapping(7, 0xe0000, 0xfeb80, 32, true))
 	must(be.IoportMapping(7, 0xc000, 0xc040, 32, false))
