@@ -41,13 +41,27 @@ const maxSteps = 1 << 16
 // It is its own small interpreter rather than golang.org/x/net/bpf's VM
 // because that VM reads packet words big-endian, and seccomp_data is native.
 func Evaluate(prog []bpf.RawInstruction, d Data) (uint32, error) {
+	ret, _, err := EvaluateSteps(prog, d)
+	return ret, err
+}
+
+// EvaluateSteps is Evaluate that also returns how many instructions ran:
+// the cost of the call in the kernel's interpreter (or JIT), which is what
+// the layout (linear chain or binary tree) changes.
+func EvaluateSteps(prog []bpf.RawInstruction, d Data) (ret uint32, steps int, err error) {
+	ret, steps, err = evaluate(prog, d)
+	return ret, steps + 1, err
+}
+
+func evaluate(prog []bpf.RawInstruction, d Data) (uint32, int, error) {
 	data := d.bytes()
 	var a, x uint32
+	steps := 0
 	var mem [16]uint32
 	pc := 0
-	for steps := 0; steps < maxSteps; steps++ {
+	for ; steps < maxSteps; steps++ {
 		if pc < 0 || pc >= len(prog) {
-			return 0, fmt.Errorf("bpf: pc %d outside program of %d instructions", pc, len(prog))
+			return 0, steps, fmt.Errorf("bpf: pc %d outside program of %d instructions", pc, len(prog))
 		}
 		ins := prog[pc]
 		pc++
@@ -55,7 +69,7 @@ func Evaluate(prog []bpf.RawInstruction, d Data) (uint32, error) {
 		switch ins.Op {
 		case unix.BPF_LD | unix.BPF_W | unix.BPF_ABS:
 			if k%4 != 0 || int(k) > len(data)-4 {
-				return 0, fmt.Errorf("bpf: load at offset %d outside seccomp_data", k)
+				return 0, steps, fmt.Errorf("bpf: load at offset %d outside seccomp_data", k)
 			}
 			a = binary.NativeEndian.Uint32(data[k:])
 		case unix.BPF_LD | unix.BPF_W | unix.BPF_LEN:
@@ -68,7 +82,7 @@ func Evaluate(prog []bpf.RawInstruction, d Data) (uint32, error) {
 			x = k
 		case unix.BPF_LD | unix.BPF_MEM, unix.BPF_LDX | unix.BPF_MEM, unix.BPF_ST, unix.BPF_STX:
 			if k >= uint32(len(mem)) {
-				return 0, fmt.Errorf("bpf: scratch slot %d out of range", k)
+				return 0, steps, fmt.Errorf("bpf: scratch slot %d out of range", k)
 			}
 			switch ins.Op {
 			case unix.BPF_LD | unix.BPF_MEM:
@@ -85,9 +99,9 @@ func Evaluate(prog []bpf.RawInstruction, d Data) (uint32, error) {
 		case unix.BPF_MISC | unix.BPF_TXA:
 			a = x
 		case unix.BPF_RET | unix.BPF_K:
-			return k, nil
+			return k, steps, nil
 		case unix.BPF_RET | unix.BPF_A:
-			return a, nil
+			return a, steps, nil
 		case unix.BPF_JMP | unix.BPF_JA:
 			pc += int(k)
 		default:
@@ -99,7 +113,7 @@ func Evaluate(prog []bpf.RawInstruction, d Data) (uint32, error) {
 				}
 				r, err := alu(ins.Op&0xf0, a, v)
 				if err != nil {
-					return 0, err
+					return 0, steps, err
 				}
 				a = r
 			case unix.BPF_JMP:
@@ -118,7 +132,7 @@ func Evaluate(prog []bpf.RawInstruction, d Data) (uint32, error) {
 				case unix.BPF_JSET:
 					cond = a&v != 0
 				default:
-					return 0, fmt.Errorf("bpf: bad jump opcode %#x at %d", ins.Op, pc-1)
+					return 0, steps, fmt.Errorf("bpf: bad jump opcode %#x at %d", ins.Op, pc-1)
 				}
 				if cond {
 					pc += int(ins.Jt)
@@ -126,11 +140,11 @@ func Evaluate(prog []bpf.RawInstruction, d Data) (uint32, error) {
 					pc += int(ins.Jf)
 				}
 			default:
-				return 0, fmt.Errorf("bpf: opcode %#x at %d not allowed in seccomp", ins.Op, pc-1)
+				return 0, steps, fmt.Errorf("bpf: opcode %#x at %d not allowed in seccomp", ins.Op, pc-1)
 			}
 		}
 	}
-	return 0, fmt.Errorf("bpf: no return after %d steps", maxSteps)
+	return 0, steps, fmt.Errorf("bpf: no return after %d steps", maxSteps)
 }
 
 func alu(op uint16, a, v uint32) (uint32, error) {
@@ -203,4 +217,11 @@ func (v Verdict) String() string {
 		return fmt.Sprintf("errno %d (%s)", v.Data, unix.ErrnoName(unix.Errno(v.Data)))
 	}
 	return v.Action
+}
+
+// sysData is an x86_64 call with the given number and arguments.
+func sysData(nr uintptr, args ...uint64) Data {
+	d := Data{Nr: int32(nr), Arch: unix.AUDIT_ARCH_X86_64}
+	copy(d.Args[:], args)
+	return d
 }

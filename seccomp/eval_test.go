@@ -12,12 +12,6 @@ const (
 	archI386   = unix.AUDIT_ARCH_I386
 )
 
-func sysData(nr uintptr, args ...uint64) Data {
-	d := Data{Nr: int32(nr), Arch: archX86_64}
-	copy(d.Args[:], args)
-	return d
-}
-
 func ioctlData(req string) Data {
 	for _, class := range ioctlRequests {
 		if v, ok := class[req]; ok {

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"unsafe"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,6 +22,11 @@ func (p *Profile) Install() error {
 	if err != nil {
 		return err
 	}
+	return loadProgram(p.name, prog)
+}
+
+// loadProgram sets no_new_privs and loads prog on every thread.
+func loadProgram(name string, prog []bpf.RawInstruction) error {
 	filter := make([]unix.SockFilter, len(prog))
 	for i, ins := range prog {
 		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
@@ -29,17 +35,17 @@ func (p *Profile) Install() error {
 	// no_new_privs: without it loading a filter needs CAP_SYS_ADMIN, and a
 	// setuid exec could shed the filter's effect on privilege.
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("seccomp profile %s: set no_new_privs: %w", p.name, err)
+		return fmt.Errorf("seccomp profile %s: set no_new_privs: %w", name, err)
 	}
 	r, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
 		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
 	runtime.KeepAlive(filter)
 	if errno != 0 {
-		return fmt.Errorf("seccomp profile %s: load filter: %w", p.name, errno)
+		return fmt.Errorf("seccomp profile %s: load filter: %w", name, errno)
 	}
 	if r != 0 {
 		// TSYNC names the thread that could not be synchronised.
-		return fmt.Errorf("seccomp profile %s: load filter: thread %d cannot take it", p.name, r)
+		return fmt.Errorf("seccomp profile %s: load filter: thread %d cannot take it", name, r)
 	}
 	return nil
 }

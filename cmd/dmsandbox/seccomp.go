@@ -28,6 +28,7 @@ const seccompUsage = `usage: dmsandbox seccomp list
        dmsandbox seccomp show [-log] [-bpf] PROFILE
        dmsandbox seccomp check [-log] [-self-pid N] [-arch x86_64|x32|i386] PROFILE SYSCALL [ARG...]
        dmsandbox seccomp propose [-profile PROFILE] [FILE]   (kernel log lines; stdin without FILE)
+       dmsandbox seccomp bench   (per-syscall cost of each compiled filter vs none)
 
 ARG is a number, a symbol expression (AF_UNIX, CLONE_VM|CLONE_THREAD) or an
 ioctl request name (KVM_RUN). check prints what the compiled filter does:
@@ -47,6 +48,12 @@ func seccompMain(args []string) int {
 		return seccompCheck(os.Stdout, args[1:])
 	case "propose":
 		return seccompPropose(os.Stdout, args[1:])
+	case "bench":
+		if err := seccompBench(os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "dmsandbox seccomp bench: %v\n", err)
+			return ExitFailure
+		}
+		return ExitOK
 	case "-h", "--help", "help":
 		fmt.Println(seccompUsage)
 		return ExitOK
