@@ -1,0 +1,110 @@
+package broker
+
+import (
+	"fmt"
+
+	"github.com/dmsandbox/dmsandbox/pci"
+	"github.com/dmsandbox/dmsandbox/pci/backend"
+)
+
+// AttachOptions are decided by the broker's caller (launcher, admin),
+// never by the session's client.
+type AttachOptions struct {
+	Permissive bool          `json:"permissive,omitempty"`
+	Grant      backend.Grant `json:"grant"`
+}
+
+// Attach gives device bdf to session id: reads its truth from sysfs,
+// takes it out of quarantine through the backend, and lets the session
+// use it.
+func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
+	s, err := b.session(id)
+	if err != nil {
+		return err
+	}
+	dev, err := b.cfg.Sysfs.Device(bdf)
+	if err != nil {
+		return fmt.Errorf("broker: attach %s: %w", bdf, err)
+	}
+	if dev.Bridge {
+		return fmt.Errorf("broker: attach %s: %w: a bridge cannot be passed through", bdf, pci.ErrRefused)
+	}
+	b.mu.Lock()
+	if other, ok := b.owner[bdf]; ok {
+		b.mu.Unlock()
+		return fmt.Errorf("%w: %s is attached to session %d", ErrConflict, bdf, other)
+	}
+	b.owner[bdf] = id
+	b.mu.Unlock()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fail := func(err error) error {
+		b.mu.Lock()
+		delete(b.owner, bdf)
+		b.mu.Unlock()
+		b.event(s, "attach", fmt.Sprintf("bdf=%s failed: %v", bdf, err))
+		return err
+	}
+	if s.closed {
+		return fail(ErrClosed)
+	}
+	if o.Grant.QEMUPid > 0 {
+		s.Peer.PID = int32(o.Grant.QEMUPid)
+	}
+	it := Item{Kind: KindDevice, BDF: bdf.String()}
+	if err := s.journal.add(it); err != nil {
+		return fail(err)
+	}
+	if err := b.cfg.Backend.Assign(s.Domid, dev, o.Grant); err != nil {
+		// Release must cope with a half-done assign.
+		if rerr := b.cfg.Backend.Release(s.Domid, dev); rerr != nil {
+			b.logf("release %s after failed assign: %v", bdf, rerr)
+		} else {
+			s.journal.del(it)
+		}
+		return fail(fmt.Errorf("broker: attach %s: %w", bdf, err))
+	}
+	s.devs[bdf] = &sessionDevice{dev: dev, permissive: o.Permissive, writable: writableMask(dev, o.Permissive)}
+	s.live.add(it)
+	b.event(s, "attach", fmt.Sprintf("bdf=%s permissive=%v", bdf, o.Permissive))
+	return nil
+}
+
+// Detach takes bdf away from session id: undoes everything the session
+// did with it (mappings in its BARs, its pirqs and bindings), resets it
+// and returns it to quarantine.
+func (b *Broker) Detach(id uint64, bdf pci.BDF) error {
+	s, err := b.session(id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	sd, ok := s.devs[bdf]
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("broker: detach %s: %w", bdf, ErrNoSession)
+	}
+	var plan []Item
+	for _, it := range s.live.undoPlan() {
+		if it.BDF == bdf.String() {
+			plan = append(plan, it)
+		}
+	}
+	failed := b.undo(s.ID, s.Domid, s.Peer, plan, s.devByBDF)
+	for _, it := range plan {
+		if !failed[it.String()] {
+			s.live.remove(it)
+			s.journal.del(it)
+		}
+	}
+	delete(s.devs, bdf)
+	s.mu.Unlock()
+	b.mu.Lock()
+	delete(b.owner, sd.dev.BDF)
+	b.mu.Unlock()
+	if len(failed) > 0 {
+		return fmt.Errorf("broker: detach %s: %d undo steps failed (see audit log)", bdf, len(failed))
+	}
+	return nil
+}
