@@ -72,7 +72,10 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	// 2. The seccomp filter: no filter, no sandbox (fail closed).
-	var sopts []seccomp.Option
+	// The program is pid 1 of its own pid namespace, so signals "to
+	// itself" are signals to pid 1: the profile's kill/tgkill rules allow
+	// no other target.
+	sopts := []seccomp.Option{seccomp.SelfPID(1)}
 	if cfg.SeccompLog {
 		sopts = append(sopts, seccomp.LogMode())
 	}
