@@ -86,9 +86,11 @@ func (s *Session) handleFrame(frame []byte, cred *unix.Ucred) []byte {
 		}
 		return EncodeReply(h.Op, h.Seq, fe.Errno, nil)
 	}
+	// The record is written before the session lock is released, so a
+	// concurrent close cannot audit the undo of this request before the
+	// request itself.
 	s.mu.Lock()
 	result, f := s.dispatch(h, req)
-	s.mu.Unlock()
 	verdict, errno, why := audit.Allow, unix.Errno(0), ""
 	if f != nil {
 		verdict, errno, why = audit.Deny, f.errno, f.why
@@ -96,7 +98,9 @@ func (s *Session) handleFrame(frame []byte, cred *unix.Ucred) []byte {
 			verdict = audit.Failed
 		}
 	}
-	if aerr := s.b.audit(s.record(start, peer, h.Op.String(), describe(req), verdict, errno, why)); aerr != nil {
+	aerr := s.b.audit(s.record(start, peer, h.Op.String(), describe(req), verdict, errno, why))
+	s.mu.Unlock()
+	if aerr != nil {
 		return s.auditFailed(h, aerr)
 	}
 	if f != nil {
