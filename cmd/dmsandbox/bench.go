@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/dmsandbox/dmsandbox/seccomp"
 	"io"
 	"os"
 	"sort"
@@ -78,4 +79,25 @@ func writeJSONFile(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, data, 0o600)
+}
+
+// The other areas' benchmarks, each its own subcommand too
+// (`dmsandbox seccomp bench`, `dmsandbox broker bench`).
+func init() {
+	registerBench("seccomp", func(w io.Writer, quick bool) error {
+		if quick {
+			return seccomp.RunBench(w, seccomp.BenchConfig{Rounds: 3, Calls: 20000})
+		}
+		return seccompBench(w)
+	})
+	registerBench("broker", func(w io.Writer, quick bool) error {
+		args := []string{}
+		if quick {
+			args = []string{"-n", "2000", "--duration", "300ms"}
+		}
+		if code := brokerBench(args); code != ExitOK {
+			return fmt.Errorf("broker bench exited %d", code)
+		}
+		return nil
+	})
 }
