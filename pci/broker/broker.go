@@ -86,6 +86,11 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	b := &Broker{cfg: cfg, serving: map[*Session]bool{}, sessions: map[uint64]*Session{}, byDomid: map[uint32]*Session{}, owner: map[pci.BDF]uint64{}}
+	last, err := loadLastID(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	b.nextID = last
 	if err := b.recover(); err != nil {
 		return nil, err
 	}
@@ -117,16 +122,9 @@ func (b *Broker) OpenSession(domid uint32, peer Peer) (*Session, *os.File, error
 	if old, ok := b.byDomid[domid]; ok {
 		return nil, nil, fmt.Errorf("%w: domain %d has session %d", ErrConflict, domid, old.ID)
 	}
-	b.nextID++
-	id := b.nextID
-	// Journal IDs must not collide with those of an earlier broker run
-	// whose journals are still being undone: skip taken names.
-	for {
-		if _, err := os.Stat(journalPath(b.cfg.StateDir, id)); os.IsNotExist(err) {
-			break
-		}
-		b.nextID++
-		id = b.nextID
+	id, err := b.allocID()
+	if err != nil {
+		return nil, nil, err
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -310,3 +310,25 @@ func TestAuditFailureClosesSession(t *testing.T) {
 		t.Fatalf("after: %v", got)
 	}
 }
+
+// Session ids never repeat across broker restarts: an audit record names
+// one session for good.
+func TestSessionIDsSurviveRestart(t *testing.T) {
+	r := newRig(t, "")
+	s1, f1, err := r.broker.OpenSession(dom, Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f1.Close()
+	r.waitGone(s1)
+	r.stop()
+	r.start()
+	s2, f2, err := r.broker.OpenSession(dom, Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	if s2.ID <= s1.ID {
+		t.Fatalf("session id %d after restart, was %d", s2.ID, s1.ID)
+	}
+}
