@@ -74,6 +74,13 @@ func readRuncFilter(t *testing.T, name string) []bpf.RawInstruction {
 	if err != nil {
 		t.Fatalf("runc child said %q", line)
 	}
+	return ptraceFilter(t, tid)
+}
+
+// ptraceFilter reads the newest seccomp filter of task tid
+// (PTRACE_SECCOMP_GET_FILTER, CAP_SYS_ADMIN) and leaves the task running.
+func ptraceFilter(t *testing.T, tid int) []bpf.RawInstruction {
+	t.Helper()
 	// ptrace requests must come from the thread that attached.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
