@@ -90,3 +90,21 @@ fuzz-pci:
 	for f in FuzzParseCapabilities FuzzParseResource FuzzParseBDF; do \
 		CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$f$$" -fuzztime $(PCI_FUZZTIME) -parallel 1 ./pci/ || exit 1; \
 	done
+
+# --- seccomp ---
+# bench-seccomp: per-syscall cost of every compiled profile (runc's layout and
+# libseccomp's linear chain) against no filter and a one-instruction filter,
+# all alternated in re-executed children of one run (BENCHMARKS.md, seccomp).
+# fuzz-seccomp: each seccomp fuzz target for SECCOMP_FUZZTIME.
+# seccomp-propose: turns this machine's kernel log (dmesg) into proposed rules
+# (docs/seccomp.md, discovery workflow).
+SECCOMP_FUZZTIME ?= 60s
+.PHONY: bench-seccomp fuzz-seccomp seccomp-propose
+bench-seccomp: deps build
+	./$(BIN) seccomp bench
+fuzz-seccomp:
+	for f in FuzzParseProfile FuzzParseAuditLine FuzzEvaluate; do \
+		CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$f$$" -fuzztime $(SECCOMP_FUZZTIME) -parallel 1 ./seccomp/ || exit 1; \
+	done
+seccomp-propose: build
+	dmesg | ./$(BIN) seccomp propose
