@@ -53,16 +53,17 @@ type Log struct {
 
 	mu        sync.Mutex
 	cond      *sync.Cond
-	f         *os.File // current file; owned by the Log, closed by Close/rotate
-	size      int64    // bytes in f
-	lastN     uint64   // N of the last record appended (queued or written)
-	lastHash  string   // Hash of that record
-	pending   []byte   // encoded lines not yet written
-	pendN     uint64   // N of the first line in pending
-	durableN  uint64   // every record ≤ durableN is on stable storage
-	writing   bool     // a goroutine is writing+syncing outside mu
-	lastBatch uint64   // records in the last write (group commit hint)
-	err       error    // sticky write error: the log refuses further appends
+	f         *os.File      // current file; owned by the Log, closed by Close/rotate
+	size      int64         // bytes in f
+	lastN     uint64        // N of the last record appended (queued or written)
+	lastHash  string        // Hash of that record
+	pending   []byte        // encoded lines not yet written
+	pendN     uint64        // N of the first line in pending
+	durableN  uint64        // every record ≤ durableN is on stable storage
+	writing   bool          // a goroutine is writing+syncing outside mu
+	lastBatch uint64        // records in the last write (group commit hint)
+	lastSync  time.Duration // how long the last fsync took
+	err       error         // sticky write error: the log refuses further appends
 	closed    bool
 	stats     Stats
 	done      chan struct{}
@@ -269,10 +270,13 @@ func (l *Log) writeLocked() {
 	if l.beforeSync != nil {
 		l.beforeSync()
 	}
+	t0 := time.Now()
 	if err == nil {
 		err = f.Sync()
 	}
+	took := time.Since(t0)
 	l.mu.Lock()
+	l.lastSync = took
 	l.writing = false
 	if err != nil {
 		l.fail(fmt.Errorf("audit: write %s: %w", f.Name(), err))
@@ -300,13 +304,20 @@ func (l *Log) fail(err error) {
 	l.cond.Broadcast()
 }
 
+// maxGather bounds gather's wait whatever the disk does.
+const maxGather = 5 * time.Millisecond
+
 // gather waits, mu held on entry and exit but released meanwhile, until
 // as many records are queued as the last fsync carried, or CommitDelay
-// has passed. It yields rather than sleeps: Go's timers are woken through
+// (or a quarter of the last fsync's time, if longer) has passed. It yields rather than sleeps: Go's timers are woken through
 // epoll with millisecond granularity, so a 100µs sleep often lasts 1ms,
 // while the appenders it waits for arrive within tens of microseconds.
 func (l *Log) gather() {
-	deadline := time.Now().Add(l.opts.CommitDelay)
+	// When fsync is slow (a busy disk) appenders need longer to come
+	// back than CommitDelay; waiting up to a quarter of the last fsync
+	// keeps the added latency proportionate while batches stay full.
+	wait := max(l.opts.CommitDelay, l.lastSync/4)
+	deadline := time.Now().Add(min(wait, maxGather))
 	for l.lastN-l.pendN+1 < l.lastBatch && time.Now().Before(deadline) {
 		l.mu.Unlock()
 		runtime.Gosched()
