@@ -15,7 +15,10 @@ func init() {
 	register(command{Name: "audit", Summary: "verify or tail the broker's audit log", Run: auditCmd})
 }
 
-const auditUsage = `usage: dmsandbox audit verify FILE|DIR...   check the hash chain across the files, in order
+const auditUsage = `usage: dmsandbox audit verify [--contains HASH] FILE|DIR...
+                                            check the hash chain across the files, in order;
+                                            --contains: a record hash kept elsewhere (the syslog
+                                            copy) must be in the chain, so a cut tail is detected
        dmsandbox audit tail [-n N] [-f] [FILE|DIR] print records for people (default dir ` + defaultAuditDir + `)
 exit codes: 0 chain intact; 1 chain broken (edited, removed, inserted or reordered record) or unreadable; 2 usage`
 
@@ -62,6 +65,12 @@ func expand(paths []string) ([]string, error) {
 }
 
 func auditVerify(args []string) int {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	contains := fs.String("contains", "", "hash of a record that must be in the chain")
+	if err := fs.Parse(args); err != nil {
+		return ExitUsage
+	}
+	args = fs.Args()
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, auditUsage)
 		return ExitUsage
@@ -74,6 +83,10 @@ func auditVerify(args []string) int {
 	rep, err := audit.Verify(files...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmsandbox audit: BROKEN:", err)
+		return ExitFailure
+	}
+	if *contains != "" && !rep.Has(*contains) {
+		fmt.Fprintf(os.Stderr, "dmsandbox audit: BROKEN: no record with hash %s: records were cut from the end (the chain ends at record %d)\n", *contains, rep.LastN)
 		return ExitFailure
 	}
 	start := "from the first record"

@@ -53,7 +53,21 @@ func TestAuditVerifyCmd(t *testing.T) {
 		t.Fatalf("tail: rc %d", rc)
 	}
 	files, _ := audit.Files(dir)
+	// A tail cut after the syslog copy saw the last record is detected.
+	_, head := l.LastHash()
+	if rc := auditCmd([]string{"verify", "--contains", head, dir}); rc != ExitOK {
+		t.Fatalf("head present: rc %d", rc)
+	}
 	data, _ := os.ReadFile(files[0])
+	cut := bytes.SplitAfter(data, []byte("\n"))
+	os.WriteFile(files[0], bytes.Join(cut[:len(cut)-2], nil), 0o600)
+	if rc := auditCmd([]string{"verify", dir}); rc != ExitOK {
+		t.Fatalf("a cut tail alone still verifies as a chain: rc %d", rc)
+	}
+	if rc := auditCmd([]string{"verify", "--contains", head, dir}); rc != ExitFailure {
+		t.Fatalf("cut tail not detected with --contains: rc %d", rc)
+	}
+	os.WriteFile(files[0], data, 0o600)
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	lines[1], lines[2] = lines[2], lines[1]
 	os.WriteFile(files[0], bytes.Join(lines, nil), 0o600)

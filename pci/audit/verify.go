@@ -16,14 +16,21 @@ type Report struct {
 	// Partial: the first record does not start the chain (older files
 	// were archived); its prev is trusted, not checked.
 	Partial bool
+
+	hashes map[string]bool
 }
+
+// Has reports whether a record with this hash is in the verified chain:
+// given the hash of the newest record copied elsewhere (syslog), a false
+// answer means records were cut from the end.
+func (r Report) Has(hash string) bool { return r.hashes[hash] }
 
 // Verify checks files, in the given order, as one chain: every line's own
 // hash (an edit), every prev against the hash before it and every n
 // against n-1 (a removal, insertion or reordering, within and across
 // files). The first error names the file, line and record.
 func Verify(files ...string) (Report, error) {
-	var rep Report
+	rep := Report{hashes: map[string]bool{}}
 	var prevHash string
 	var prevN uint64
 	first := true
@@ -50,6 +57,7 @@ func Verify(files ...string) (Report, error) {
 				}
 			}
 			prevHash, prevN = r.Hash, r.N
+			rep.hashes[r.Hash] = true
 			rep.Records++
 		}
 	}
