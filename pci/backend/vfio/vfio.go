@@ -69,6 +69,17 @@ func (b *Backend) GroupNode(dev *pci.Device) (string, error) {
 	return filepath.Join(b.o.DevRoot, "dev", "vfio", strconv.Itoa(dev.IOMMUGroup)), nil
 }
 
+// Nodes are the device nodes the sandbox needs for dev, for the
+// launcher (the only cgroup writer) to bind into the sandbox and allow in
+// its device cgroup: the VFIO container node and the group node.
+func (b *Backend) Nodes(dev *pci.Device) ([]string, error) {
+	g, err := b.GroupNode(dev)
+	if err != nil {
+		return nil, err
+	}
+	return []string{filepath.Join(b.o.DevRoot, "dev", "vfio", "vfio"), g}, nil
+}
+
 // Assign binds dev to vfio-pci (pci.Binder: deny list, group viability,
 // the original driver recorded), then, in this order: raises the device
 // model's RLIMIT_MEMLOCK (VFIO pins all guest RAM; the 8 MiB default

@@ -155,3 +155,16 @@ func TestConfigThroughSysfs(t *testing.T) {
 		t.Fatalf("readback %#x", v)
 	}
 }
+
+func TestNodesForTheLauncher(t *testing.T) {
+	b, sys, node, _ := setup(t)
+	dev, _ := sys.Device(e1000e)
+	nodes, err := b.Nodes(dev)
+	if err != nil || len(nodes) != 2 || nodes[1] != node || filepath.Base(nodes[0]) != "vfio" {
+		t.Fatalf("%v %v", nodes, err)
+	}
+	dev.IOMMUGroup = -1
+	if _, err := b.Nodes(dev); err == nil {
+		t.Fatal("a device in no IOMMU group has VFIO nodes")
+	}
+}
