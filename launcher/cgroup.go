@@ -66,29 +66,28 @@ const hybridUnified = "unified"
 // at a fake tree.
 var cgroupRoot = "/sys/fs/cgroup"
 
-// createCgroup makes parent/name under the launcher's own cgroup with
-// every limit set. It fails if a cgroup of that name exists: that is a
-// leftover or a sandbox of the same name, and either way not ours to join.
-func createCgroup(parent, name string, lim CgroupLimits, devs []DeviceRule) (*Cgroup, error) {
+// planCgroup computes where the sandbox's cgroup will be, without
+// creating anything: the paths go into state.json before the cgroup
+// exists, so that a launcher killed at any point leaves a record the
+// reaper (or the next launcher of the name) can clean up from.
+func planCgroup(parent, name string) (*Cgroup, error) {
 	rel := filepath.Join(parent, name)
-	mode := DetectCgroupMode()
-	c := &Cgroup{Mode: mode, Rel: rel, Paths: map[string]string{}}
-	switch mode {
+	c := &Cgroup{Mode: DetectCgroupMode(), Rel: rel, Paths: map[string]string{}}
+	switch c.Mode {
 	case CgroupV1:
-		path := cgroup1.NestedPath(rel)
-		if p, err := path(cgroup1.Memory); err == nil {
-			if _, err := os.Stat(filepath.Join(cgroupRoot, "memory", p)); err == nil {
-				return nil, fmt.Errorf("cgroup %s exists already", filepath.Join(cgroupRoot, "memory", p))
-			}
-		}
-		cg, err := cgroup1.New(path, v1Resources(lim, devs))
+		subsystems, err := cgroup1.Default()
 		if err != nil {
-			return nil, fmt.Errorf("create cgroup %s: %w", rel, err)
+			return nil, fmt.Errorf("cgroup v1 hierarchies: %w", err)
 		}
-		c.v1 = cg
-		for _, s := range cg.Subsystems() {
+		path := cgroup1.NestedPath(rel)
+		for _, s := range subsystems {
 			if p, err := path(s.Name()); err == nil {
 				c.Paths[string(s.Name())] = filepath.Join(cgroupRoot, string(s.Name()), p)
+			}
+		}
+		for _, required := range []cgroup1.Name{cgroup1.Memory, cgroup1.Pids, cgroup1.Cpu, cgroup1.Devices, cgroup1.Freezer} {
+			if _, ok := c.Paths[string(required)]; !ok {
+				return nil, fmt.Errorf("cgroup v1 controller %s is not available", required)
 			}
 		}
 		// On a hybrid host runc also joins the same relative path on
@@ -99,29 +98,54 @@ func createCgroup(parent, name string, lim CgroupLimits, devs []DeviceRule) (*Cg
 				c.Paths[hybridUnified] = filepath.Join(cgroupRoot, "unified", own, rel)
 			}
 		}
-		for _, required := range []cgroup1.Name{cgroup1.Memory, cgroup1.Pids, cgroup1.Cpu, cgroup1.Devices, cgroup1.Freezer} {
-			if _, ok := c.Paths[string(required)]; !ok {
-				c.v1.Delete()
-				return nil, fmt.Errorf("cgroup v1 controller %s is not available", required)
-			}
-		}
 	case CgroupV2:
 		own, err := ownV2Group()
 		if err != nil {
 			return nil, err
 		}
-		group := filepath.Join(own, rel)
-		if _, err := os.Stat(filepath.Join(cgroupRoot, group)); err == nil {
-			return nil, fmt.Errorf("cgroup %s exists already", filepath.Join(cgroupRoot, group))
-		}
-		m, err := cgroup2.NewManager(cgroupRoot, group, v2Resources(lim, devs))
-		if err != nil {
-			return nil, fmt.Errorf("create cgroup %s: %w", group, err)
-		}
-		c.v2 = m
-		c.Paths[""] = filepath.Join(cgroupRoot, group)
+		c.Paths[""] = filepath.Join(cgroupRoot, own, rel)
 	}
 	return c, nil
+}
+
+// create makes the planned cgroup with every limit set. It fails if the
+// cgroup exists: that is a leftover or a sandbox of the same name, and
+// either way not ours to join.
+func (c *Cgroup) create(lim CgroupLimits, devs []DeviceRule) error {
+	for sub, p := range c.Paths {
+		if sub == hybridUnified {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			return fmt.Errorf("cgroup %s exists already", p)
+		}
+	}
+	switch c.Mode {
+	case CgroupV1:
+		cg, err := cgroup1.New(cgroup1.NestedPath(c.Rel), v1Resources(lim, devs))
+		if err != nil {
+			return fmt.Errorf("create cgroup %s: %w", c.Rel, err)
+		}
+		c.v1 = cg
+	case CgroupV2:
+		group := strings.TrimPrefix(c.Paths[""], cgroupRoot)
+		m, err := cgroup2.NewManager(cgroupRoot, group, v2Resources(lim, devs))
+		if err != nil {
+			return fmt.Errorf("create cgroup %s: %w", group, err)
+		}
+		c.v2 = m
+	}
+	return nil
+}
+
+// exists tells whether any directory of the cgroup is there.
+func (c *Cgroup) exists() bool {
+	for _, p := range c.Paths {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // loadCgroup reopens a sandbox cgroup from the absolute paths recorded in

@@ -142,17 +142,40 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 		}
 	}
 
-	// 5. The run directory and the fds the program gets.
+	// 5. The run directory, the planned cgroup recorded in state.json,
+	// then the reaper: from here on, a SIGKILL of this process at any
+	// point still ends in a full cleanup (the record is written before
+	// the things it lists exist).
 	dir := sandboxDir(cfg.RunDir, spec.Name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	sb.dir = dir
+	cg, err := planCgroup(cfg.CgroupParent, spec.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
 	var h handover
 	args := spec.Args
 	qmpPath := ""
 	if isQEMU(spec.Program) && !spec.NoQMP {
 		qmpPath = filepath.Join(dir, "qmp.sock")
+	}
+	sb.State = State{Version: StateVersion, Name: spec.Name, Index: index, UID: uid,
+		LauncherPid: os.Getpid(), Program: spec.Program, Profile: spec.Profile,
+		UserNS: cfg.UserNamespace, CgroupMode: cg.Mode, CgroupPaths: cg.Paths,
+		QMPSocket: qmpPath, Started: time.Now().UTC()}
+	if err := writeState(cfg.RunDir, &sb.State); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	if sb.reaper, err = startReaper(cfg.RunDir, spec.Name, nameLock, indexLock); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	sb.State.ReaperPid = sb.reaper.cmd.Process.Pid
+	trace(t0, "reaper")
+
+	// 6. The fds the program gets.
+	if qmpPath != "" {
 		qf, err := listenQMP(qmpPath)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSetup, err)
@@ -163,30 +186,14 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	for _, f := range spec.Files {
 		h.add(f.Name, f.File)
 	}
+	sb.State.Args, sb.State.Files = args, h.names
 
-	trace(t0, "fds")
-	// 6. The cgroup with every limit, before anything runs in it.
-	cg, err := createCgroup(cfg.CgroupParent, spec.Name, cfg.Cgroup, deviceRules(devices))
-	if err != nil {
+	// 7. The cgroup with every limit, before anything runs in it.
+	if err := cg.create(cfg.Cgroup, deviceRules(devices)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	sb.cg = cg
-
 	trace(t0, "cgroup")
-	// 7. Record the state, then start the reaper: from here on a SIGKILL
-	// of this process still ends in a full cleanup.
-	sb.State = State{Version: StateVersion, Name: spec.Name, Index: index, UID: uid,
-		LauncherPid: os.Getpid(), Program: spec.Program, Args: args, Profile: spec.Profile,
-		UserNS: cfg.UserNamespace, CgroupMode: cg.Mode, CgroupPaths: cg.Paths,
-		QMPSocket: qmpPath, Files: h.names, Started: time.Now().UTC()}
-	if err := writeState(cfg.RunDir, &sb.State); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
-	}
-	if sb.reaper, err = startReaper(cfg.RunDir, spec.Name, nameLock, indexLock); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
-	}
-	trace(t0, "reaper")
-	sb.State.ReaperPid = sb.reaper.cmd.Process.Pid
 
 	// 8. Start the program confined.
 	stdin, closeIn, err := openStdio(l.Stdin, os.O_RDONLY)

@@ -64,7 +64,7 @@ func (r *reaper) release() {
 
 // RunReaper is the reaper process's main (args: RUNDIR NAME).
 func RunReaper(args []string) int {
-	if len(args) != 2 {
+	if len(args) != 2 || !validName(args[1]) {
 		fmt.Fprintln(os.Stderr, "dmsandbox reaper: internal command, not for people")
 		return 2
 	}
@@ -84,6 +84,12 @@ func RunReaper(args []string) int {
 func cleanupSandbox(runDir, name string) error {
 	st, err := ReadState(runDir, name)
 	if errors.Is(err, os.ErrNotExist) {
+		// No record: nothing was started (state.json is written before
+		// the cgroup and the program). A directory without it is the
+		// remains of a launcher killed right after making it.
+		if err := os.RemoveAll(sandboxDir(runDir, name)); err != nil {
+			return err
+		}
 		return nil
 	}
 	if err != nil {
@@ -93,7 +99,12 @@ func cleanupSandbox(runDir, name string) error {
 		return err
 	}
 	var errs []error
-	if cg, err := loadCgroup(st.CgroupMode, st.CgroupPaths); err == nil {
+	planned := &Cgroup{Mode: st.CgroupMode, Paths: st.CgroupPaths}
+	if !planned.exists() {
+		// Killed before the cgroup was made: nothing runs, nothing to kill.
+	} else if cg, err := loadCgroup(st.CgroupMode, st.CgroupPaths); err != nil {
+		errs = append(errs, err)
+	} else {
 		if err := cg.Kill(10 * time.Second); err != nil {
 			errs = append(errs, err)
 		}

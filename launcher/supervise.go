@@ -19,9 +19,24 @@ var ForwardedSignals = []os.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGI
 // no handler for, so the grace kill is what ends a program that ignores
 // them. It returns the exit status (code, or 128+signal).
 func (sb *Sandbox) Supervise(grace time.Duration) int {
+	sigs := NotifySignals()
+	defer signal.Stop(sigs)
+	return sb.SuperviseSignals(sigs, grace)
+}
+
+// NotifySignals starts catching ForwardedSignals. Call it before Start so
+// that a signal arriving while the sandbox is being built is not the Go
+// default (an immediate exit, leaving the cleanup to the reaper) but is
+// forwarded as soon as the program runs.
+func NotifySignals() chan os.Signal {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, ForwardedSignals...)
-	defer signal.Stop(sigs)
+	return sigs
+}
+
+// SuperviseSignals is Supervise with signals from a channel made by
+// NotifySignals.
+func (sb *Sandbox) SuperviseSignals(sigs <-chan os.Signal, grace time.Duration) int {
 	var deadline <-chan time.Time
 	for {
 		select {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"time"
 
@@ -68,13 +69,15 @@ func runCmd(args []string) int {
 		return ExitConfig
 	}
 	l := &launcher.Launcher{Config: cfg, Log: os.Stderr}
+	sigs := launcher.NotifySignals()
+	defer signal.Stop(sigs)
 	sb, err := l.Start(launcher.Spec{Name: *name, Index: *index, Program: rest[0], Args: rest[1:],
 		Env: env, Profile: *profile, ExtraDevices: devices, NoQMP: *noQMP})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "dmsandbox run: %v\n", err)
 		return exitCodeFor(err)
 	}
-	status := sb.Supervise(10 * time.Second)
+	status := sb.SuperviseSignals(sigs, 10*time.Second)
 	if err := sb.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "dmsandbox run: cleanup: %v\n", err)
 	}

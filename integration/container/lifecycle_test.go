@@ -58,6 +58,23 @@ func TestSignalForwarding(t *testing.T) {
 	assertGone(t, e, e.cfg.RunDir, "it-hup", st.Pid)
 }
 
+// TestSignalDuringStart: a SIGTERM that arrives while the sandbox is being
+// built is forwarded once the program runs; nothing is left either way.
+func TestSignalDuringStart(t *testing.T) {
+	e := setup(t)
+	for i := 0; i < 3; i++ {
+		r := e.start(t, e.cfgPath, "it-early", e.qemuArgs()...)
+		// From 25 ms on: before that the Go runtime may not even run main yet.
+		time.Sleep(time.Duration(25+i*25) * time.Millisecond)
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		code := r.wait(t, 30*time.Second)
+		if code == 128+int(syscall.SIGTERM) {
+			t.Fatalf("round %d: the launcher died of the SIGTERM instead of handling it:\n%s", i, r.stderr)
+		}
+		assertGone(t, e, e.cfg.RunDir, "it-early")
+	}
+}
+
 // TestBadInput: each mistake gets a clear error, its documented exit code,
 // and leaves nothing behind.
 func TestBadInput(t *testing.T) {

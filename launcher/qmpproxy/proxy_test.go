@@ -17,8 +17,7 @@ const queryPCIWithout = `[{"bus": 0, "devices": [{"qdev_id": "", "slot": 0}]}]`
 // device_add, the canonical hostaddr, one connection per exchange.
 func TestLibxlExchange(t *testing.T) {
 	hook := &fakeHook{}
-	var q *fakeQEMU
-	q = newFakeQEMU(t, wellBehaved(map[string]string{"query-pci": queryPCIWith}))
+	q := newFakeQEMU(t, wellBehaved(map[string]string{"query-pci": queryPCIWith}))
 	hook.onGrant = func() {
 		for _, c := range q.received() {
 			if c == "device_add" {
