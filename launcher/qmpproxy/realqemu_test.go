@@ -1,0 +1,96 @@
+package qmpproxy
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRealQEMU puts the proxy in front of a real QEMU monitor
+// (qemu-system-x86_64 -machine none, unconfined: the sandbox is the
+// launcher's business) and checks that adversarial clients leave the
+// guest running and the monitor usable.
+func TestRealQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts QEMU (-short)")
+	}
+	bin, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Skip("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
+	}
+	dir := t.TempDir()
+	mon := filepath.Join(dir, "qmp.sock")
+	cmd := exec.Command(bin, "-machine", "none", "-nodefaults", "-display", "none", "-S",
+		"-chardev", "socket,id=m,path="+mon+",server=on,wait=off", "-mon", "chardev=m,mode=control")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	dial := func() (net.Conn, error) {
+		var c net.Conn
+		var err error
+		for i := 0; i < 200; i++ { // QEMU creates the socket while starting
+			if c, err = net.Dial("unix", mon); err == nil {
+				return c, nil
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		return nil, err
+	}
+	path, _, _ := startProxy(t, Config{Domid: 1, Dial: dial, MaxCommand: 4096})
+
+	status := func() string {
+		c := dialClient(t, path)
+		c.mustRecv()
+		c.send(`{"execute":"qmp_capabilities","id":1}`)
+		c.mustRecv()
+		c.send(`{"execute":"query-status","id":2}`)
+		r := c.mustRecv()
+		c.c.Close() // libxl hangs up after each exchange
+		ret, _ := r["return"].(map[string]any)
+		s, _ := ret["status"].(string)
+		return s
+	}
+	if s := status(); s != "prelaunch" {
+		t.Fatalf("status %q", s)
+	}
+	for _, bad := range []string{
+		`{"execute":"human-monitor-command","arguments":{"command-line":"quit"},"id":3}`,
+		`{"execute":"qmp_capabilities","arguments":{"x":"` + strings.Repeat("A", 8192) + `"}}`,
+		"\x00\x01garbage",
+	} {
+		c := dialClient(t, path)
+		c.mustRecv()
+		c.send(bad)
+		if r := c.mustRecv(); errDesc(r) == "" {
+			t.Errorf("%.30q: %v", bad, r)
+		}
+		c.c.Close()
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("QEMU exited: %v", err)
+	default:
+	}
+	if s := status(); s != "prelaunch" {
+		t.Errorf("after adversarial clients: status %q", s)
+	}
+	// quit is allowed (libxl 4.19's probe ends with it).
+	c := dialClient(t, path)
+	c.mustRecv()
+	c.send(`{"execute":"qmp_capabilities","id":1}`)
+	c.mustRecv()
+	c.send(`{"execute":"quit","id":2}`)
+	c.recv()
+	if err := <-exited; err != nil {
+		t.Errorf("QEMU after quit: %v", err)
+	}
+	exited <- nil
+}
