@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // DefaultModules are loaded by stage 1 in L1, with their dependencies:
@@ -89,8 +90,12 @@ func BuildInitramfs(cacheDir string, k *Kernel, modules []string) (string, error
 	sum := hex.EncodeToString(h.Sum(nil))[:16]
 	path := filepath.Join(cacheDir, "initramfs", k.Release+"-"+sum+".cpio.gz")
 	if _, err := os.Stat(path); err == nil {
+		// The mtime says when an image was last used; pruneImages goes by it.
+		now := time.Now()
+		_ = os.Chtimes(path, now, now)
 		return path, nil
 	}
+	pruneImages(filepath.Dir(path), imageMaxIdle)
 
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
@@ -130,6 +135,20 @@ func BuildInitramfs(cacheDir string, k *Kernel, modules []string) (string, error
 		return "", fmt.Errorf("rig: %w", err)
 	}
 	return path, nil
+}
+
+// imageMaxIdle: an image unused this long is deleted when a new one is built.
+// Each change to the init stages or module list makes a new image (3–4 MB);
+// an image still in use by someone's older checkout is rebuilt if needed.
+const imageMaxIdle = 7 * 24 * time.Hour
+
+func pruneImages(dir string, maxIdle time.Duration) {
+	old, _ := filepath.Glob(filepath.Join(dir, "*.cpio.gz"))
+	for _, p := range old {
+		if fi, err := os.Stat(p); err == nil && time.Since(fi.ModTime()) > maxIdle {
+			_ = os.Remove(p)
+		}
+	}
 }
 
 // moduleOrder lists the .ko files to insmod, dependencies first, without

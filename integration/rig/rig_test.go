@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseKernelDepends(t *testing.T) {
@@ -125,6 +126,28 @@ func TestRetries(t *testing.T) {
 	for in, want := range map[int]int{-1: 0, 0: 1, 2: 2} {
 		if got := (&Rig{Retries: in}).retries(); got != want {
 			t.Errorf("Retries %d: %d retries, want %d", in, got, want)
+		}
+	}
+}
+
+func TestPruneImages(t *testing.T) {
+	dir := t.TempDir()
+	old, fresh, other := filepath.Join(dir, "a.cpio.gz"), filepath.Join(dir, "b.cpio.gz"), filepath.Join(dir, "keep.txt")
+	for _, p := range []string{old, fresh, other} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-30 * 24 * time.Hour)
+	for _, p := range []string{old, other} {
+		if err := os.Chtimes(p, long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pruneImages(dir, imageMaxIdle)
+	for p, want := range map[string]bool{old: false, fresh: true, other: true} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s exists=%v, want %v", filepath.Base(p), err == nil, want)
 		}
 	}
 }
