@@ -10,6 +10,7 @@ package fake
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -101,9 +102,16 @@ func New(sysfsRoot, path string) (*Backend, error) {
 		b.st.apply(c)
 	}
 	b.calls = calls
-	b.f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	b.f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("fake backend: %w", err)
+	}
+	// Cut a torn last line (a process killed mid-write) so new calls do
+	// not glue onto it.
+	if data, err := os.ReadFile(path); err == nil && len(data) > 0 && data[len(data)-1] != '\n' {
+		if err := b.f.Truncate(int64(bytes.LastIndexByte(data, '\n') + 1)); err != nil {
+			return nil, fmt.Errorf("fake backend: %w", err)
+		}
 	}
 	return b, nil
 }
