@@ -60,7 +60,18 @@ func EnsureKernel(cacheDir string) (*Kernel, error) {
 		return k, nil // another process unpacked it while we waited
 	}
 	if err := unpackKernel(cacheDir, pkg, dir); err != nil {
-		return nil, err
+		// Stale package lists name a kernel the archive has replaced
+		// (security updates bump the ABI): refresh them once and ask again.
+		if _, uerr := run("", "apt-get", "update", "-qq"); uerr != nil {
+			return nil, err
+		}
+		if pkg, resolveErr = resolveKernelPackage(); resolveErr != nil {
+			return nil, err
+		}
+		dir = filepath.Join(cacheDir, "kernel", pkg)
+		if err := unpackKernel(cacheDir, pkg, dir); err != nil {
+			return nil, err
+		}
 	}
 	return kernelAt(dir)
 }
