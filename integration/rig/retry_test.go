@@ -23,6 +23,8 @@ echo "RIG: script start"
 [ "$FAKE_STATUS" = none ] && exit 0
 echo "fake log $n" > "$out/script.log"
 echo "$FAKE_STATUS" > "$out/exit-status"
+[ "${FAKE_HANG_AFTER:-}" = 1 ] && exec sleep 600
+exit 0
 `
 
 func runFake(t *testing.T, hangs int, status string, r Rig) (*Result, int, error) {
@@ -86,5 +88,15 @@ func TestNoExitStatusIsAnError(t *testing.T) {
 	_, calls, err := runFake(t, 0, "none", Rig{})
 	if err == nil || errors.Is(err, ErrTimeout) || calls != 1 {
 		t.Errorf("err %v after %d starts; want a non-timeout error after 1", err, calls)
+	}
+}
+
+// A deadline that strikes after the script finished (L1 slow to power off)
+// keeps the script's result and is not retried.
+func TestTimeoutAfterScriptFinished(t *testing.T) {
+	t.Setenv("FAKE_HANG_AFTER", "1")
+	res, calls, err := runFake(t, 0, "7", Rig{})
+	if err != nil || calls != 1 || res.ExitCode != 7 {
+		t.Errorf("err %v, %d starts, exit %v; want no error, 1 start, exit 7", err, calls, res)
 	}
 }

@@ -190,23 +190,27 @@ func (r *Rig) attempt(ctx context.Context, n int, dir string, b bootFiles) (*Res
 	if log, err := os.ReadFile(filepath.Join(b.outDir, "script.log")); err == nil {
 		res.Log = string(log)
 	}
-	if actx.Err() != nil && ctx.Err() == nil {
-		return res, fmt.Errorf("%w (attempt %d, %s, console %s)", ErrTimeout, n, r.timeout(), console.Name())
-	}
 	if ctx.Err() != nil {
 		return res, fmt.Errorf("rig: %w", ctx.Err())
 	}
 	if fatal != "" {
 		return res, fmt.Errorf("rig: L1 init failed: %s (console %s)", fatal, console.Name())
 	}
-	status, err := os.ReadFile(filepath.Join(b.outDir, "exit-status"))
-	if err != nil {
+	// The exit status decides whether the script ran to its end; a deadline
+	// that struck after it (L1 slow to power off) does not undo that.
+	status, statusErr := os.ReadFile(filepath.Join(b.outDir, "exit-status"))
+	timedOut := actx.Err() != nil
+	switch {
+	case statusErr != nil && timedOut:
+		return res, fmt.Errorf("%w (attempt %d, %s, console %s)", ErrTimeout, n, r.timeout(), console.Name())
+	case statusErr != nil:
 		return res, fmt.Errorf("rig: L1 ended without the script's exit status (qemu: %v; console %s): %s", waitErr, console.Name(), tail(res.Console, 20))
 	}
-	if res.ExitCode, err = strconv.Atoi(strings.TrimSpace(string(status))); err != nil {
-		return res, fmt.Errorf("rig: exit status %q from L1: %w", status, err)
+	var err2 error
+	if res.ExitCode, err2 = strconv.Atoi(strings.TrimSpace(string(status))); err2 != nil {
+		return res, fmt.Errorf("rig: exit status %q from L1: %w", status, err2)
 	}
-	if waitErr != nil {
+	if waitErr != nil && !timedOut {
 		return res, fmt.Errorf("rig: %s: %w: %s", qemu, waitErr, tail(res.Console, 20))
 	}
 	r.logf("rig: attempt %d: script exit %d, %.1fs total", n, res.ExitCode, res.Duration.Seconds())
