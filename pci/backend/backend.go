@@ -20,9 +20,10 @@ import (
 // (vfio chowns the group node to them), the device model's pid and how
 // much guest memory it will pin (vfio raises its RLIMIT_MEMLOCK).
 type Grant struct {
-	UID, GID     int
-	QEMUPid      int
-	MemlockBytes uint64
+	UID          int    `json:"uid"`
+	GID          int    `json:"gid"`
+	QEMUPid      int    `json:"qemu_pid,omitempty"`
+	MemlockBytes uint64 `json:"memlock_bytes,omitempty"`
 }
 
 // Backend executes allowed requests. Methods mirror the libxenctrl calls

@@ -178,3 +178,49 @@ func TestHelperControlClient(t *testing.T) {
 	fmt.Println("OPENED")
 	os.Exit(0)
 }
+
+// Connect uses the daemon when one listens, else the embedded broker.
+func TestConnectPrefersDaemon(t *testing.T) {
+	r := newRig(t, "")
+	dir := t.TempDir()
+	embedded := func() (*Embedded, error) {
+		return NewEmbedded(EmbeddedConfig{Backend: r.fake, SysfsRoot: captured, AuditDir: filepath.Join(dir, "a"),
+			StateDir: filepath.Join(dir, "s"), AllowFake: true})
+	}
+	c, err := Connect(filepath.Join(dir, "none.sock"), embedded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.(*Embedded); !ok {
+		t.Fatalf("no daemon: got %T", c)
+	}
+	c.(*Embedded).Broker.Close()
+	c.(*Embedded).log.Close()
+	// A stale socket file nobody listens on is not a daemon either.
+	stale := filepath.Join(dir, "stale.sock")
+	l, _ := ListenControl(stale)
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if c, err := Connect(stale, embedded); err != nil {
+		t.Fatal(err)
+	} else if e, ok := c.(*Embedded); !ok {
+		t.Fatalf("stale socket: got %T", c)
+	} else {
+		e.Broker.Close()
+		e.log.Close()
+	}
+	path := serveControl(t, r)
+	c, err = Connect(path, embedded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Shutdown()
+	if _, ok := c.(*ControlClient); !ok {
+		t.Fatalf("daemon listening: got %T", c)
+	}
+	id, f, err := c.Open(dom)
+	if err != nil || id == 0 {
+		t.Fatal(err)
+	}
+	f.Close()
+}
