@@ -192,7 +192,7 @@ func (s *Session) mapPirqMSI(r *MapPirqMSI) (any, *refusal) {
 	}
 	msix := r.TableBase != 0
 	if _, ok := s.live.find(func(it Item) bool {
-		return it.Kind == KindPirq && it.MSI && it.BDF == d.BDF.String() && it.Entry == int(r.EntryNr) && (it.Host != 0) == msix
+		return it.Kind == KindPirq && it.MSI && it.BDF == d.BDF.String() && it.Entry == int(r.EntryNr) && (it.TableBase != 0) == msix
 	}); ok {
 		return nil, deny(unix.EBUSY, "entry %d of %s already mapped", r.EntryNr, d.BDF)
 	}
@@ -203,7 +203,7 @@ func (s *Session) mapPirqMSI(r *MapPirqMSI) (any, *refusal) {
 	if err != nil {
 		return nil, backendErr("map_pirq_msi", err)
 	}
-	it := Item{Kind: KindPirq, BDF: d.BDF.String(), Pirq: pirq, MSI: true, Entry: int(r.EntryNr), Host: r.TableBase}
+	it := Item{Kind: KindPirq, BDF: d.BDF.String(), Pirq: pirq, MSI: true, Entry: int(r.EntryNr), TableBase: r.TableBase}
 	s.live.add(it)
 	if err := s.journal.add(it); err != nil {
 		return nil, &refusal{errno: unix.EIO, why: err.Error()}

@@ -34,10 +34,11 @@ type Item struct {
 	Host  uint64 `json:"host,omitempty"`
 	Count uint64 `json:"count,omitempty"`
 	// pirq, intx, msi
-	Pirq  int  `json:"pirq,omitempty"`
-	GSI   int  `json:"gsi,omitempty"`   // pirq from a GSI
-	MSI   bool `json:"msi,omitempty"`   // pirq from MSI/MSI-X
-	Entry int  `json:"entry,omitempty"` // MSI-X entry
+	Pirq      int    `json:"pirq,omitempty"`
+	GSI       int    `json:"gsi,omitempty"`        // pirq from a GSI
+	MSI       bool   `json:"msi,omitempty"`        // pirq from MSI/MSI-X
+	Entry     int    `json:"entry,omitempty"`      // MSI vector or MSI-X entry
+	TableBase uint64 `json:"table_base,omitempty"` // MSI-X: host table BAR address; 0 for MSI
 	// intx: the guest's virtual slot
 	Slot [3]uint8 `json:"slot,omitempty"` // bus, device, intx
 	// msi binding
