@@ -1,0 +1,161 @@
+// Command fakeqemu is a fake Xen device model for DM-mode tests on hosts
+// without Xen, where the real one (/usr/libexec/xen-qemu-system-i386)
+// exits at "failed to initialize xen". It is run by dmsandbox inside the
+// real sandbox under a name ending in -qemu-system-i386, so it gets the
+// launcher's management monitor exactly as QEMU does, and it:
+//
+//   - serves QMP on the -chardev socket,fd=N of the management monitor:
+//     greeting, qmp_capabilities, query-status (prelaunch under -S),
+//     query-chardev (one "serial" chardev per -chardev serial,id=X),
+//     cont, quit; anything else gets CommandNotFound, like QEMU;
+//   - reports on stderr what it was handed: for each -add-fd, whether the
+//     fd is open and, for a pty master, that it is a tty; its uid, its
+//     NoNewPrivs and Seccomp lines;
+//   - exits 0 with QEMU's message on SIGHUP/SIGTERM/SIGINT.
+//
+// Build it static (CGO_ENABLED=0): the sandbox root holds only its ELF
+// closure.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	args := os.Args[1:]
+	monFD := -1
+	paused := false
+	var serials []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		next := ""
+		if i+1 < len(args) {
+			next = args[i+1]
+		}
+		switch a {
+		case "-S":
+			paused = true
+		case "-chardev":
+			if strings.HasPrefix(next, "socket,id=dmsandbox-qmp,fd=") {
+				monFD, _ = strconv.Atoi(strings.Split(strings.TrimPrefix(next, "socket,id=dmsandbox-qmp,fd="), ",")[0])
+			}
+			if strings.HasPrefix(next, "serial,id=") {
+				serials = append(serials, strings.Split(strings.TrimPrefix(next, "serial,id="), ",")[0])
+			}
+		case "-add-fd":
+			reportFD(next)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "fake-qemu: uid %d %s\n", os.Getuid(), statusLines())
+	if monFD < 0 {
+		fmt.Fprintln(os.Stderr, "fake-qemu: no management monitor fd")
+		os.Exit(1)
+	}
+	l, err := net.FileListener(os.NewFile(uintptr(monFD), "qmp"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake-qemu:", err)
+		os.Exit(1)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	quit := make(chan struct{})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			serve(c, &paused, serials, quit) // one client at a time, like QEMU
+		}
+	}()
+	select {
+	case s := <-sig:
+		fmt.Fprintf(os.Stderr, "fake-qemu: terminating on signal %d\n", s.(syscall.Signal))
+	case <-quit:
+		fmt.Fprintln(os.Stderr, "fake-qemu: quit")
+	}
+}
+
+func reportFD(opts string) {
+	var fd int
+	var name string
+	for _, kv := range strings.Split(opts, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "fd":
+			fd, _ = strconv.Atoi(v)
+		case "opaque":
+			name = v
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		fmt.Fprintf(os.Stderr, "fake-qemu: fd %d (%s): %v\n", fd, name, err)
+		return
+	}
+	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	fmt.Fprintf(os.Stderr, "fake-qemu: fd %d (%s) open tty=%v\n", fd, name, err == nil)
+}
+
+func statusLines() string {
+	data, _ := os.ReadFile("/proc/self/status")
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "NoNewPrivs:") || strings.HasPrefix(l, "Seccomp:") {
+			out = append(out, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func serve(c net.Conn, paused *bool, serials []string, quit chan struct{}) {
+	defer c.Close()
+	w := func(v any) { b, _ := json.Marshal(v); c.Write(append(b, '\r', '\n')) }
+	w(map[string]any{"QMP": map[string]any{"version": map[string]any{"qemu": map[string]int{"major": 7, "minor": 2, "micro": 0}, "package": "fake"}, "capabilities": []string{}}})
+	dec := json.NewDecoder(bufio.NewReader(c))
+	for {
+		var cmd struct {
+			Execute string          `json:"execute"`
+			ID      json.RawMessage `json:"id"`
+		}
+		if dec.Decode(&cmd) != nil {
+			return
+		}
+		var ret any = map[string]any{}
+		switch cmd.Execute {
+		case "qmp_capabilities":
+		case "query-status":
+			st := "running"
+			if *paused {
+				st = "prelaunch"
+			}
+			ret = map[string]any{"status": st, "running": !*paused}
+		case "cont":
+			*paused = false
+		case "query-chardev":
+			var l []map[string]any
+			for _, s := range serials {
+				l = append(l, map[string]any{"label": s, "filename": "serial", "frontend-open": true})
+			}
+			ret = l
+		case "quit":
+			w(map[string]any{"return": ret, "id": cmd.ID})
+			close(quit)
+			return
+		default:
+			w(map[string]any{"error": map[string]string{"class": "CommandNotFound", "desc": "The command " + cmd.Execute + " has not been found"}, "id": cmd.ID})
+			continue
+		}
+		w(map[string]any{"return": ret, "id": cmd.ID})
+	}
+}
