@@ -7,8 +7,8 @@ import (
 	"sync"
 
 	"github.com/dmsandbox/dmsandbox/pci"
-	"github.com/dmsandbox/dmsandbox/pci/broker"
 	"github.com/dmsandbox/dmsandbox/pci/backend"
+	"github.com/dmsandbox/dmsandbox/pci/broker"
 )
 
 // brokerHook is the QMP proxy's passthrough hook (qmpproxy.Hook) over
