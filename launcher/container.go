@@ -50,6 +50,7 @@ type containerSetup struct {
 	rlimits      []configs.Rlimit
 	seccomp      *configs.Seccomp
 	tmpSize      string
+	sysView      string // synthetic /sys for VFIO devices (vfio.go), or ""
 }
 
 // buildConfig writes down the confinement. Order matters only where
@@ -104,6 +105,10 @@ func buildConfig(s *containerSetup) *configs.Config {
 		Rlimits: s.rlimits,
 		Seccomp: s.seccomp,
 		Version: specs.Version,
+	}
+	if s.sysView != "" {
+		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: s.sysView, Destination: "/sys", Device: "bind",
+			Flags: unix.MS_BIND | unix.MS_RDONLY | mountFlags})
 	}
 	for _, d := range s.devices {
 		dev := &devconfig.Device{

@@ -127,3 +127,12 @@ func privateNode(dir string, n devNode, uid uint32) (string, error) {
 	}
 	return path, nil
 }
+
+func hasNode(nodes []devNode, path string) bool {
+	for _, n := range nodes {
+		if n.Path == path {
+			return true
+		}
+	}
+	return false
+}

@@ -88,6 +88,9 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
+	if len(spec.VFIO) > 0 && !hasNode(devices, "/dev/vfio/vfio") {
+		return nil, fmt.Errorf("%w: VFIO devices need a profile with /dev/vfio/vfio (qemu-vfio), not %s", ErrUsage, spec.Profile)
+	}
 
 	// 3. Claim the name, then the uid index. The locks are held by this
 	// process and its reaper until the last leftover is gone.
@@ -147,10 +150,24 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	// point still ends in a full cleanup (the record is written before
 	// the things it lists exist).
 	dir := sandboxDir(cfg.RunDir, spec.Name)
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	// 0711: a user-namespace sandbox's setup runs as an unmapped host id
+	// that must reach the sysfs view; state.json is 0600 and nothing here
+	// can be listed.
+	if err := os.Mkdir(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	sb.dir = dir
+	sysView := ""
+	if len(spec.VFIO) > 0 {
+		sysView = filepath.Join(dir, "sys")
+		nodes, err := vfioView(sysView, spec.VFIO)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		if devices, err = sandboxDevices(spec.Profile, append(spec.ExtraDevices, nodes...)); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+	}
 	cg, err := planCgroup(cfg.CgroupParent, spec.Name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
@@ -210,7 +227,8 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	}
 	setup := &containerSetup{name: spec.Name, stateRoot: filepath.Join(dir, "runc"), rootfs: rootfs,
 		uid: uid, userns: cfg.UserNamespace, cgroupRel: cg.Rel, devices: devices,
-		privateNodes: privateNodes, rlimits: rlimits(cfg.Rlimits), seccomp: prof.Config(), tmpSize: "64m"}
+		privateNodes: privateNodes, rlimits: rlimits(cfg.Rlimits), seccomp: prof.Config(), tmpSize: "64m",
+		sysView: sysView}
 	argv := append([]string{spec.Program}, args...)
 	ctr, err := startContainer(setup, argv, spec.Env, h.files, stdin, stdout, stderr)
 	if err != nil {

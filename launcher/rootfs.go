@@ -20,8 +20,9 @@ import (
 const rootfsFormat = "dmsandbox-rootfs-v1"
 
 // mountPoints are created empty in every root so that runc never has to
-// write into the (cached, shared) root directory at start.
-var mountPoints = []string{"/proc", "/dev", "/tmp", "/run"}
+// write into the (cached, shared) root directory at start. /sys stays an
+// empty directory unless VFIO devices are handed in (vfio.go).
+var mountPoints = []string{"/proc", "/dev", "/tmp", "/run", "/sys"}
 
 // qemuDataDirs are what a qemu-system-* binary loads besides its ELF
 // dependencies: its firmware search path (Debian's `qemu-system-x86_64 -L
@@ -304,7 +305,7 @@ func isQEMU(program string) bool {
 // identity is still computed from what is on the host now.
 func planRootCached(cacheDir, program string, extra []string) (*rootPlan, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s", rootfsFormat, program, strings.Join(extra, "\x00"))
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s", rootfsFormat, program, strings.Join(extra, "\x00"), strings.Join(mountPoints, "\x00"))
 	memo := filepath.Join(cacheDir, "plans", hex.EncodeToString(h.Sum(nil))[:32]+".json")
 	if data, err := os.ReadFile(memo); err == nil {
 		var entries []rootEntry

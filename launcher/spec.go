@@ -39,6 +39,10 @@ type Spec struct {
 	ExtraDevices []string
 	// NoQMP suppresses the management QMP socket a QEMU program gets.
 	NoQMP bool
+	// VFIO are PCI devices (BDFs, already bound to vfio-pci) the program
+	// may open through VFIO: their group nodes and a synthetic /sys view
+	// holding only their iommu_group links (vfio.go).
+	VFIO []string
 }
 
 // HandedFile is one fd given to the confined program.

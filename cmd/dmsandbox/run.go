@@ -25,11 +25,14 @@ func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 const runUsage = `usage: dmsandbox run --name NAME [--config FILE] [--profile P] [--index N]
-                     [--device /dev/X]... [--env K=V]... [--no-qmp] -- PROGRAM [ARGS...]
+                     [--device /dev/X]... [--vfio BDF]... [--env K=V]... [--no-qmp]
+                     -- PROGRAM [ARGS...]
 
 Runs PROGRAM confined in the foreground and exits with its exit status
 (128+N when it died of signal N). A qemu-system-* PROGRAM also gets a
 management QMP socket at RUN_DIR/NAME/qmp.sock (default /run/dmsandbox).
+--vfio BDF (with --profile qemu-vfio) hands in a device bound to vfio-pci:
+its group node and a synthetic /sys holding only its iommu_group link.
 
 exit codes: PROGRAM's status (also when it exits before it is ready); 2 bad usage; 3 bad config; 4 NAME or index
 in use; 5 the sandbox could not be built (nothing is left behind).
@@ -43,8 +46,9 @@ func runCmd(args []string) int {
 	profile := fs.String("profile", "", "seccomp profile")
 	index := fs.Int("index", -1, "uid index (default: lowest free)")
 	noQMP := fs.Bool("no-qmp", false, "no management QMP socket")
-	var devices, env stringList
+	var devices, env, vfio stringList
 	fs.Var(&devices, "device", "extra device node")
+	fs.Var(&vfio, "vfio", "PCI device (BDF) bound to vfio-pci to pass through")
 	fs.Var(&env, "env", "environment variable for PROGRAM")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -72,7 +76,7 @@ func runCmd(args []string) int {
 	sigs := launcher.NotifySignals()
 	defer signal.Stop(sigs)
 	sb, err := l.Start(launcher.Spec{Name: *name, Index: *index, Program: rest[0], Args: rest[1:],
-		Env: env, Profile: *profile, ExtraDevices: devices, NoQMP: *noQMP})
+		Env: env, Profile: *profile, ExtraDevices: devices, NoQMP: *noQMP, VFIO: vfio})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "dmsandbox run: %v\n", err)
 		return exitCodeFor(err)

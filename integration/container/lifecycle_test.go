@@ -64,8 +64,16 @@ func TestSignalDuringStart(t *testing.T) {
 	e := setup(t)
 	for i := 0; i < 3; i++ {
 		r := e.start(t, e.cfgPath, "it-early", e.qemuArgs()...)
-		// From 25 ms on: before that the Go runtime may not even run main yet.
-		time.Sleep(time.Duration(25+i*25) * time.Millisecond)
+		// Once the run directory exists Start is under way (before that
+		// the Go runtime may not even run main yet); then a little later
+		// each round, to land in different steps.
+		for j := 0; j < 1000; j++ {
+			if _, err := os.Stat(filepath.Join(e.cfg.RunDir, "it-early")); err == nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Duration(i*15) * time.Millisecond)
 		r.cmd.Process.Signal(syscall.SIGTERM)
 		code := r.wait(t, 30*time.Second)
 		if code == 128+int(syscall.SIGTERM) {

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -27,9 +28,17 @@ var attempts = map[string]func(arg string) error{
 	"open-kcore":  func(string) error { return openRead("/proc/kcore") },
 	"open-devmem": func(string) error { return openRead("/dev/mem") },
 	"open-sys":    func(string) error { return openRead("/sys/kernel/mm/transparent_hugepage/enabled") },
+	// list-sys: /sys is an empty mount point (no sysfs); listing it may
+	// succeed but must show nothing.
 	"list-sys": func(string) error {
-		_, err := os.ReadDir("/sys")
-		return err
+		ents, err := os.ReadDir("/sys")
+		if err != nil {
+			return err
+		}
+		if len(ents) == 0 {
+			return errors.New("/sys is empty")
+		}
+		return nil
 	},
 	"write-cgroup": func(string) error {
 		return os.WriteFile("/sys/fs/cgroup/pids/pids.max", []byte("max"), 0)
