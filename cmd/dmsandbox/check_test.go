@@ -39,13 +39,13 @@ func rowByName(rows []checkRow, name string) checkRow {
 func TestCheckFakeHosts(t *testing.T) {
 	v1 := fakeHost(t, map[string]string{
 		"/proc/sys/kernel/seccomp/actions_avail": "kill_process kill_thread trap errno user_notif trace log allow",
-		"/proc/cgroups": "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t1\t1\nmemory\t5\t1\t1\ndevices\t6\t1\t1\npids\t9\t1\t1\n",
-		"/sys/fs/cgroup/cpu": "<dir>", "/sys/fs/cgroup/memory": "<dir>", "/sys/fs/cgroup/devices": "<dir>", "/sys/fs/cgroup/pids": "<dir>",
-		"/proc/sys/kernel/osrelease":                "6.1.0-56-amd64",
-		"/lib/modules/6.1.0-56-amd64/modules.dep":   "kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/vfio.ko\nkernel/drivers/xen/xen-pciback/xen-pciback.ko:\n",
-		"/sys/kernel/iommu_groups/0":                "<dir>",
-		"/proc/xen/capabilities":                    "control_d",
-		"/run/xenstored/socket":                     "",
+		"/proc/cgroups":                          "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t1\t1\nmemory\t5\t1\t1\ndevices\t6\t1\t1\npids\t9\t1\t1\n",
+		"/sys/fs/cgroup/cpu":                     "<dir>", "/sys/fs/cgroup/memory": "<dir>", "/sys/fs/cgroup/devices": "<dir>", "/sys/fs/cgroup/pids": "<dir>",
+		"/proc/sys/kernel/osrelease":              "6.1.0-56-amd64",
+		"/lib/modules/6.1.0-56-amd64/modules.dep": "kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/vfio.ko\nkernel/drivers/xen/xen-pciback/xen-pciback.ko:\n",
+		"/sys/kernel/iommu_groups/0":              "<dir>",
+		"/proc/xen/capabilities":                  "control_d",
+		"/run/xenstored/socket":                   "",
 	})
 	rows := runChecks(v1)
 	for name, want := range map[string]string{"seccomp": checkOK, "cgroups": checkOK, "vfio-pci": checkWarn, "pciback": checkWarn,
