@@ -41,10 +41,11 @@ func TestProposeFromRecords(t *testing.T) {
 		`audit: type=1326 audit(1.2:5): pid=5 comm="qemu" exe="/q" sig=0 arch=c000003e syscall=16 compat=0 ip=0x1 code=0x7ffc0000`,
 		`audit: type=1326 audit(1.2:6): pid=5 comm="qemu" exe="/q" sig=31 arch=40000003 syscall=102 compat=1 ip=0x1 code=0x0`,
 		`unrelated line`,
+		`[ 2868.864840] kauditd_printk_skb: 5603 callbacks suppressed`,
 	}, "\n")
-	recs, err := ReadAuditRecords(strings.NewReader(in))
-	if err != nil || len(recs) != 4 {
-		t.Fatalf("records %d %v", len(recs), err)
+	recs, suppressed, err := ReadAuditRecords(strings.NewReader(in))
+	if err != nil || len(recs) != 4 || suppressed != 5603 {
+		t.Fatalf("records %d suppressed %d %v", len(recs), suppressed, err)
 	}
 	props, foreign := Propose(recs, p)
 	if len(foreign) != 1 || len(props) != 2 {

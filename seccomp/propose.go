@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,16 +24,40 @@ type Proposal struct {
 }
 
 // ReadAuditRecords reads kernel log lines and keeps the seccomp records.
-func ReadAuditRecords(r io.Reader) ([]AuditRecord, error) {
-	var out []AuditRecord
+// suppressed counts the audit records the kernel dropped instead of
+// printing ("kauditd_printk_skb: N callbacks suppressed"): printk's rate
+// limit (kernel.printk_ratelimit, 10 records per 5 s by default) silently
+// thins out a log-mode run unless it is lifted or auditd takes the records.
+func ReadAuditRecords(r io.Reader) (recs []AuditRecord, suppressed int, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if rec, ok := ParseAuditLine(sc.Text()); ok {
-			out = append(out, rec)
+		line := sc.Text()
+		if rec, ok := ParseAuditLine(line); ok {
+			recs = append(recs, rec)
+			continue
 		}
+		suppressed += suppressedCount(line)
 	}
-	return out, sc.Err()
+	return recs, suppressed, sc.Err()
+}
+
+// suppressedCount reads "kauditd_printk_skb: N callbacks suppressed".
+func suppressedCount(line string) int {
+	const key = "kauditd_printk_skb: "
+	i := strings.Index(line, key)
+	if i < 0 || !strings.HasSuffix(strings.TrimSpace(line), "callbacks suppressed") {
+		return 0
+	}
+	f := strings.Fields(line[i+len(key):])
+	if len(f) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // Propose turns records into proposals against profile p (nil: none). Records

@@ -83,8 +83,19 @@ func seccompRecords(lines []string, pid int) []AuditRecord {
 	return out
 }
 
+// openKernelLog follows the kernel log for the test, with printk's rate
+// limit lifted (kernel.printk_ratelimit=0, restored at cleanup): with the
+// default 10 records per 5 s the kernel drops audit records under load
+// ("kauditd_printk_skb: N callbacks suppressed"), and an absence of records
+// would prove nothing.
 func openKernelLog(t *testing.T) *KernelLog {
 	t.Helper()
+	const rl = "/proc/sys/kernel/printk_ratelimit"
+	if old, err := os.ReadFile(rl); err == nil {
+		if err := os.WriteFile(rl, []byte("0"), 0); err == nil {
+			t.Cleanup(func() { os.WriteFile(rl, old, 0) })
+		}
+	}
 	kl, err := OpenKernelLog()
 	if err != nil {
 		t.Skipf("kernel log unreadable (%v): cannot prove the absence of seccomp records", err)
@@ -193,10 +204,17 @@ func runQEMU(t *testing.T, profile, qemu string, machine ...string) {
 	}
 }
 
+// readRecords returns the new seccomp records for pid, and fails the test
+// if the kernel dropped audit records meanwhile (absence unprovable).
 func readRecords(t *testing.T, kl *KernelLog, pid int) []AuditRecord {
 	lines, err := kl.ReadNew()
 	if err != nil {
 		t.Errorf("kernel log: %v", err)
+	}
+	for _, l := range lines {
+		if n := suppressedCount(l); n > 0 {
+			t.Errorf("the kernel dropped %d audit records during the run: %q", n, l)
+		}
 	}
 	return seccompRecords(lines, pid)
 }

@@ -27,7 +27,7 @@ func init() {
 const seccompUsage = `usage: dmsandbox seccomp list
        dmsandbox seccomp show [-log] [-bpf] PROFILE
        dmsandbox seccomp check [-log] [-self-pid N] [-arch x86_64|x32|i386] PROFILE SYSCALL [ARG...]
-       dmsandbox seccomp propose [-profile PROFILE] [FILE]   (kernel log lines; stdin without FILE)
+       dmsandbox seccomp propose [-profile PROFILE] [-pid N] [FILE]   (kernel log lines; stdin without FILE)
        dmsandbox seccomp bench   (per-syscall cost of each compiled filter vs none)
 
 ARG is a number, a symbol expression (AF_UNIX, CLONE_VM|CLONE_THREAD) or an
@@ -195,6 +195,7 @@ func seccompCheck(w io.Writer, args []string) int {
 func seccompPropose(w io.Writer, args []string) int {
 	fs := flag.NewFlagSet("seccomp propose", flag.ContinueOnError)
 	profile := fs.String("profile", "", "profile the records were taken under (marks syscalls it allows for some arguments)")
+	pid := fs.Int("pid", 0, "keep only the records of this pid")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 1 {
 		fmt.Fprintln(os.Stderr, seccompUsage)
 		return ExitUsage
@@ -216,13 +217,26 @@ func seccompPropose(w io.Writer, args []string) int {
 		defer f.Close()
 		in = f
 	}
-	recs, err := seccomp.ReadAuditRecords(in)
+	recs, suppressed, err := seccomp.ReadAuditRecords(in)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "dmsandbox seccomp propose: read: %v\n", err)
 		return ExitFailure
 	}
+	if *pid > 0 {
+		kept := recs[:0]
+		for _, r := range recs {
+			if r.PID == *pid {
+				kept = append(kept, r)
+			}
+		}
+		recs = kept
+	}
 	props, foreign := seccomp.Propose(recs, p)
 	fmt.Fprintf(w, "# %d seccomp records, %d syscalls to review\n", len(recs), len(props))
+	if suppressed > 0 {
+		fmt.Fprintf(w, "# WARNING: the kernel dropped %d audit records (printk rate limit): the list is incomplete;\n"+
+			"#          rerun with sysctl -w kernel.printk_ratelimit=0 (restore it after) or with auditd\n", suppressed)
+	}
 	for _, f := range foreign {
 		fmt.Fprintf(w, "# not allowable (foreign ABI): %v\n", f)
 	}
