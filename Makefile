@@ -32,7 +32,7 @@ deps:
 
 # test is the README's test command: every unit test, the integration tests
 # (real QEMU, cgroups, seccomp; root), vet and gofmt.
-test: deps build lint
+test: deps build lint build-xen
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -timeout 40m ./...
 
 test-unit: build
