@@ -272,6 +272,10 @@ func TestIoctlNumbersFromHeaders(t *testing.T) {
 	if got := ioctlRequests["kvm"]["KVM_GET_REGS"]; got != 0x8090ae81 {
 		t.Errorf("KVM_GET_REGS = %#x", got)
 	}
+	// xfsprogs' _IOR('X', 30, struct dioattr{u32, u32, u32}), as strace shows it.
+	if got := ioctlRequests["block"]["XFS_IOC_DIOINFO"]; got != 0x800c581e {
+		t.Errorf("XFS_IOC_DIOINFO = %#x", got)
+	}
 	if got := ioctlRequests["tty"]["TCGETS"]; got != unix.TCGETS {
 		t.Errorf("TCGETS = %#x", got)
 	}

@@ -14,6 +14,14 @@ package seccomp
 #include <linux/kvm.h>
 #include <linux/vfio.h>
 #include <linux/if_tun.h>
+#include <linux/fs.h>
+
+// XFS_IOC_DIOINFO is xfsprogs' _IOR('X', 30, struct dioattr) (xfs/xfs_fs.h,
+// not in the kernel's uapi headers): struct dioattr is three __u32 (memory
+// alignment, minimum and maximum I/O size). QEMU's file-posix asks it of
+// every image fd to learn O_DIRECT alignment (raw_probe_alignment).
+struct dm_xfs_dioattr { __u32 d_mem, d_miniosz, d_maxiosz; };
+#define DM_XFS_IOC_DIOINFO _IOR('X', 30, struct dm_xfs_dioattr)
 #include <stdint.h>
 #include <xen/xen.h>
 #include <xen/sys/privcmd.h>
@@ -172,6 +180,18 @@ var ioctlRequests = map[string]map[string]uint64{
 		"FIOCLEX":    uint64(C.FIOCLEX),
 		"FIONCLEX":   uint64(C.FIONCLEX),
 		"FIONREAD":   uint64(C.FIONREAD),
+	},
+	"block": {
+		"BLKSSZGET":       uint64(C.BLKSSZGET),
+		"BLKPBSZGET":      uint64(C.BLKPBSZGET),
+		"BLKGETSIZE64":    uint64(C.BLKGETSIZE64),
+		"BLKROGET":        uint64(C.BLKROGET),
+		"BLKDISCARD":      uint64(C.BLKDISCARD),
+		"BLKZEROOUT":      uint64(C.BLKZEROOUT),
+		"BLKSECTGET":      uint64(C.BLKSECTGET),
+		"BLKIOMIN":        uint64(C.BLKIOMIN),
+		"BLKIOOPT":        uint64(C.BLKIOOPT),
+		"XFS_IOC_DIOINFO": uint64(C.DM_XFS_IOC_DIOINFO),
 	},
 	"tap": {
 		"TUNSETIFF":       uint64(C.TUNSETIFF),

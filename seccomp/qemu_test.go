@@ -141,6 +141,36 @@ func TestQEMUUnderProfile(t *testing.T) {
 			runQEMU(t, "qemu-kvm", qemu, "-machine", "pc,accel="+accel)
 		})
 	}
+	// A fuller machine: q35, two vCPUs, qcow2 and raw (aio=native,
+	// cache=none) disks on virtio-blk, an iothread, virtio-scsi, xhci with a
+	// tablet, virtio-serial on a socket chardev, balloon, rng. This found the
+	// block ioctls (BLKSSZGET, XFS_IOC_DIOINFO) the SeaBIOS-only run never
+	// reaches.
+	t.Run("devices", func(t *testing.T) {
+		dir := t.TempDir()
+		qcow := filepath.Join(dir, "disk.qcow2")
+		raw := filepath.Join(dir, "raw.img")
+		if out, err := exec.Command("qemu-img", "create", "-f", "qcow2", qcow, "64M").CombinedOutput(); err != nil {
+			t.Skipf("qemu-img: %v %s", err, out)
+		}
+		if err := os.WriteFile(raw, make([]byte, 16<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		accel := "tcg"
+		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+			f.Close()
+			accel = "kvm"
+		}
+		runQEMU(t, "qemu-kvm", qemu, "-machine", "q35,accel="+accel, "-smp", "2",
+			"-drive", "file="+qcow+",if=virtio,format=qcow2",
+			"-drive", "file="+raw+",if=none,id=d1,format=raw,aio=native,cache=none",
+			"-device", "virtio-blk-pci,drive=d1",
+			"-object", "iothread,id=io1", "-device", "virtio-scsi-pci,iothread=io1",
+			"-device", "qemu-xhci", "-device", "usb-tablet",
+			"-chardev", "socket,id=c0,path="+filepath.Join(dir, "c0.sock")+",server=on,wait=off",
+			"-device", "virtio-serial", "-device", "virtconsole,chardev=c0",
+			"-device", "virtio-balloon", "-device", "virtio-rng-pci")
+	})
 }
 
 func runQEMU(t *testing.T, profile, qemu string, machine ...string) {
