@@ -14,12 +14,15 @@ import (
 // the kernel offers a bus reset), edu on the root bus (no reset method at
 // all), e1000e (an in-tree driver to give the device back to), and a
 // multi-function device whose two functions share one IOMMU group (no ACS
-// between functions on the root bus).
+// between functions on the root bus), and a conventional PCI bus (behind a
+// PCIe-to-PCI bridge) holding an edu and an e1000: a bus reset of one hits
+// the other.
 var pciRigDevices = []string{
 	"pcie-root-port,id=rp1,chassis=1,slot=1", "edu,bus=rp1",
 	"edu",
 	"e1000e",
 	"virtio-rng-pci,addr=0x6.0,multifunction=on", "virtio-balloon-pci,addr=0x6.1",
+	"pcie-root-port,id=rp2,chassis=2,slot=2", "pcie-pci-bridge,id=br1,bus=rp2", "edu,bus=br1,addr=1", "e1000,bus=br1,addr=2",
 }
 
 // pciCLIOps are the scenario's operations done by the project's binary, the
@@ -36,16 +39,24 @@ reset_dev() { "$DMS" pci reset --state-dir $STATE "$1"; }
 // pciScenario runs in L1 after the ops are defined: bind and give back
 // (edu: to no driver; e1000e: to e1000e), bus reset of the edu behind the
 // root port with the config-space restore in dmesg, refusal for the edu on
-// the root bus, group viability on a multi-function device, and pci ls
-// --json checked against L1's raw sysfs.
+// the root bus, group viability on a multi-function device, pci ls --json
+// checked against L1's raw sysfs, and refusal of a bus reset that would hit
+// a neighbour in use.
 const pciScenario = `
 # pci core's config save/restore messages are pr_debug: make them visible.
 echo 'file drivers/pci/pci.c +p' > /sys/kernel/debug/dynamic_debug/control
 
-EDU_RP=; EDU_ROOT=
+# Tell the three edus apart by what they sit on: the root bus, a PCIe root
+# port (1b36:000c), or the PCIe-to-PCI bridge (1b36:000e).
+EDU_RP=; EDU_ROOT=; EDU_BR=
 for d in /sys/bus/pci/devices/*; do
 	[ "$(cat $d/vendor):$(cat $d/device)" = 0x1234:0x11e8 ] || continue
-	case $(basename $d) in 0000:00:*) EDU_ROOT=$(basename $d);; *) EDU_RP=$(basename $d);; esac
+	up=$(dirname "$(readlink -f $d)")
+	case $(basename $d):$(cat $up/device 2>/dev/null) in
+	0000:00:*) EDU_ROOT=$(basename $d);;
+	*:0x000c) EDU_RP=$(basename $d);;
+	*:0x000e) EDU_BR=$(basename $d);;
+	esac
 done
 NIC=$(find_dev 0x8086:0x10d3)
 say "edu behind root port=$EDU_RP (reset_method=$(cat /sys/bus/pci/devices/$EDU_RP/reset_method 2>/dev/null)) edu on root bus=$EDU_ROOT e1000e=$NIC"
@@ -121,6 +132,22 @@ expect mf-group-add "$DMS" pci assignable-add --state-dir $STATE --group --to vf
 out=$(cd "$DMS_PKG" && "$DMS_TEST" -test.run '^TestPciLsMatchesHostSysfs$' -test.v 2>&1)
 echo "$out" | grep -q -- '--- PASS: TestPciLsMatchesHostSysfs' \
 	&& check ls-json-matches-l1-sysfs PASS || check ls-json-matches-l1-sysfs FAIL "$(echo "$out" | tail -15)"
+
+# 7. A bus reset that would hit a neighbour in use is refused: the edu on
+# the conventional bus shares it with an e1000 on its host driver.
+E1000=$(find_dev 0x8086:0x100e)
+if [ -n "$EDU_BR" ] && [ "$(drv $E1000)" = e1000 ]; then
+	dmesg -C
+	out=$(reset_dev $EDU_BR 2>&1); rc=$?
+	say "edu beside a busy e1000: exit $rc: $out"
+	[ $rc = 4 ] && echo "$out" | grep -q "$E1000" \
+		&& check busy-sibling-reset-refused PASS "$(echo $out | head -c 200)" \
+		|| check busy-sibling-reset-refused FAIL "exit $rc: $out"
+	[ "$(drv $E1000)" = e1000 ] && ! dmesg | grep -qE "$E1000.*(restoring|reset)" \
+		&& check busy-sibling-untouched PASS || check busy-sibling-untouched FAIL "driver=$(drv $E1000) $(dmesg | grep $E1000)"
+else
+	check busy-sibling-setup FAIL "edu behind the PCI bridge=$EDU_BR, e1000=$E1000 on $(drv $E1000)"
+fi
 
 expect mf-remove-f1 unassign $F1
 expect mf-remove-f0 unassign $F0

@@ -22,7 +22,7 @@ import (
 var DefaultModules = []string{
 	"virtio_pci", "9pnet_virtio", "9p", "overlay",
 	"vfio", "vfio_iommu_type1", "vfio_pci",
-	"e1000e", "virtio_net",
+	"e1000e", "e1000", "virtio_net",
 }
 
 // kvmModules are loaded only when L1's CPU offers the matching extension.
