@@ -76,6 +76,7 @@ var evalCases = []evalCase{
 	{"KVM_RUN", ioctlData("KVM_RUN"), byProfile(kill, map[string]Verdict{"qemu-kvm": allow, "qemu-vfio": allow})},
 	{"KVM_GET_REGS sign-extended", sysData(unix.SYS_IOCTL, 3, 0xffffffff00000000|ioctlRequests["kvm"]["KVM_GET_REGS"]),
 		byProfile(kill, map[string]Verdict{"qemu-kvm": allow, "qemu-vfio": allow})},
+	{"KVM_SMI", ioctlData("KVM_SMI"), byProfile(kill, map[string]Verdict{"qemu-kvm": allow, "qemu-vfio": allow})},
 	{"KVM_CREATE_VM", ioctlData("KVM_CREATE_VM"), byProfile(kill, map[string]Verdict{"qemu-kvm": allow, "qemu-vfio": allow})},
 	{"KVM_SET_USER_MEMORY_REGION", ioctlData("KVM_SET_USER_MEMORY_REGION"), byProfile(kill, map[string]Verdict{"qemu-kvm": allow, "qemu-vfio": allow})},
 	{"unknown ioctl 0xdead", sysData(unix.SYS_IOCTL, 3, 0xdead), every(kill)},

@@ -115,6 +115,7 @@ var ioctlRequests = map[string]map[string]uint64{
 		"KVM_SET_PMU_EVENT_FILTER":       uint64(C.KVM_SET_PMU_EVENT_FILTER),
 		"KVM_SET_MEMORY_REGION":          uint64(C.KVM_SET_MEMORY_REGION),
 		"KVM_NMI":                        uint64(C.KVM_NMI),
+		"KVM_SMI":                        uint64(C.KVM_SMI),
 		"KVM_INTERRUPT":                  uint64(C.KVM_INTERRUPT),
 	},
 	"vfio": {
