@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/dmsandbox/dmsandbox/seccomp"
 	"golang.org/x/net/bpf"
@@ -28,7 +30,12 @@ const seccompUsage = `usage: dmsandbox seccomp list
        dmsandbox seccomp show [-log] [-bpf] PROFILE
        dmsandbox seccomp check [-log] [-self-pid N] [-arch x86_64|x32|i386] PROFILE SYSCALL [ARG...]
        dmsandbox seccomp propose [-profile PROFILE] [-pid N] [FILE]   (kernel log lines; stdin without FILE)
+       dmsandbox seccomp exec [-log] PROFILE -- COMMAND [ARG...]
        dmsandbox seccomp bench   (per-syscall cost of each compiled filter vs none)
+
+exec installs PROFILE in this process (no_new_privs; kill and tgkill only
+towards its own pid, which the command keeps) and executes COMMAND: a
+discovery and test aid without the launcher's sandbox.
 
 ARG is a number, a symbol expression (AF_UNIX, CLONE_VM|CLONE_THREAD) or an
 ioctl request name (KVM_RUN). check prints what the compiled filter does:
@@ -48,6 +55,8 @@ func seccompMain(args []string) int {
 		return seccompCheck(os.Stdout, args[1:])
 	case "propose":
 		return seccompPropose(os.Stdout, args[1:])
+	case "exec":
+		return seccompExec(args[1:])
 	case "bench":
 		if err := seccompBench(os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "dmsandbox seccomp bench: %v\n", err)
@@ -253,4 +262,44 @@ func seccompPropose(w io.Writer, args []string) int {
 		fmt.Fprintf(w, "%s,\n", b)
 	}
 	return ExitOK
+}
+
+// seccompExec loads a profile into this process and executes the command
+// under it. exec keeps the pid, so SelfPID(own pid) holds for the command.
+func seccompExec(args []string) int {
+	fs := flag.NewFlagSet("seccomp exec", flag.ContinueOnError)
+	logMode := fs.Bool("log", false, "log mode (default action log)")
+	if err := fs.Parse(args); err != nil || fs.NArg() < 2 {
+		fmt.Fprintln(os.Stderr, seccompUsage)
+		return ExitUsage
+	}
+	cmd := fs.Args()[1:]
+	if cmd[0] == "--" {
+		cmd = cmd[1:]
+	}
+	if len(cmd) == 0 {
+		fmt.Fprintln(os.Stderr, seccompUsage)
+		return ExitUsage
+	}
+	path, err := exec.LookPath(cmd[0])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dmsandbox seccomp exec: %v\n", err)
+		return ExitUsage
+	}
+	opts := []seccomp.Option{seccomp.SelfPID(os.Getpid())}
+	if *logMode {
+		opts = append(opts, seccomp.LogMode())
+	}
+	p, code := loadForCLI(fs.Arg(0), opts...)
+	if p == nil {
+		return code
+	}
+	if err := p.Install(); err != nil {
+		fmt.Fprintf(os.Stderr, "dmsandbox seccomp exec: %v\n", err)
+		return ExitFailure
+	}
+	err = syscall.Exec(path, cmd, os.Environ())
+	// Only reached when execve failed (the filter allows execve).
+	fmt.Fprintf(os.Stderr, "dmsandbox seccomp exec: %s: %v\n", path, err)
+	return ExitFailure
 }

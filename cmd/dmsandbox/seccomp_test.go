@@ -42,3 +42,11 @@ func TestSeccompProposeCLI(t *testing.T) {
 		t.Fatalf("show: %d", code)
 	}
 }
+
+func TestSeccompExecUsage(t *testing.T) {
+	for _, args := range [][]string{{}, {"qemu-kvm"}, {"qemu-kvm", "--"}, {"nope", "--", "true"}} {
+		if code := seccompExec(args); code != ExitUsage {
+			t.Errorf("exec %v: code %d, want %d", args, code, ExitUsage)
+		}
+	}
+}
