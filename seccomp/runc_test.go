@@ -32,8 +32,23 @@ func init() {
 	os.Exit(runcChildMain(spec))
 }
 
-func runcChildMain(name string) int {
-	p, err := Load(name)
+// runcProfile loads "name[:log][:pid1]".
+func runcProfile(spec string) (*Profile, error) {
+	f := strings.Split(spec, ":")
+	var opts []Option
+	for _, o := range f[1:] {
+		switch o {
+		case "log":
+			opts = append(opts, LogMode())
+		case "pid1":
+			opts = append(opts, SelfPID(1))
+		}
+	}
+	return Load(f[0], opts...)
+}
+
+func runcChildMain(spec string) int {
+	p, err := runcProfile(spec)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -117,9 +132,9 @@ func TestBPFMatchesRunc(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runc loads without no_new_privs, and PTRACE_SECCOMP_GET_FILTER needs CAP_SYS_ADMIN")
 	}
-	for _, name := range Names() {
+	for _, name := range append(Names(), "qemu-kvm:pid1", "qemu-kvm:log") {
 		t.Run(name, func(t *testing.T) {
-			p, err := Load(name)
+			p, err := runcProfile(name)
 			if err != nil {
 				t.Fatal(err)
 			}
