@@ -1,5 +1,3 @@
-//go:build linux && cgo
-
 package seccomp
 
 import (
@@ -54,7 +52,7 @@ func unfilteredCalls(fd int) []benchCall {
 		calls = append(calls, benchCall{Label: "late:" + name, Nr: uintptr(nr)})
 	}
 	calls = append(calls, benchCall{Label: "ioctl", Nr: unix.SYS_IOCTL, Args: [3]uintptr{uintptr(fd), uintptr(unix.TCGETS)}})
-	return append(calls, read4k(fd))
+	return append(calls, read4k())
 }
 
 // zeroFd and readBuf serve the read4k call: read(2) of 4 KiB from
@@ -64,7 +62,7 @@ var (
 	readBuf = make([]byte, 4096)
 )
 
-func read4k(int) benchCall {
+func read4k() benchCall {
 	if zeroFd < 0 {
 		fd, err := unix.Open("/dev/zero", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err == nil {
@@ -123,7 +121,7 @@ func benchCallsFor(p *Profile, l Layout, fd int) ([]benchCall, error) {
 	if reqName != "" {
 		calls = append(calls, benchCall{Label: "ioctl:" + reqName, Nr: unix.SYS_IOCTL, Args: [3]uintptr{uintptr(fd), uintptr(req)}})
 	}
-	calls = append(calls, read4k(fd))
+	calls = append(calls, read4k())
 	// KVM_RUN is the hot ioctl of a KVM guest: one call per VM exit.
 	if run, ok := ioctlRequests["kvm"]["KVM_RUN"]; ok && reqName != "KVM_RUN" {
 		d := sysData(unix.SYS_IOCTL, uint64(fd), run)

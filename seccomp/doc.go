@@ -11,4 +11,11 @@
 //
 // The default action kills the whole process (SCMP_ACT_KILL_PROCESS). LogMode
 // turns the default into SCMP_ACT_LOG for discovery (docs/seccomp.md).
+//
+// RunBench measures the compiled filters in child processes: the running
+// binary re-executed with DMSANDBOX_SECCOMP_BENCH_CHILD set, which this
+// package's init turns into the child's loop before main runs (bench.go).
+//
+// The package needs cgo (libseccomp, and the kernel and Xen headers the
+// ioctl names come from).
 package seccomp

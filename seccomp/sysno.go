@@ -1,5 +1,3 @@
-//go:build linux && cgo
-
 package seccomp
 
 import libseccomp "github.com/seccomp/libseccomp-golang"
