@@ -56,7 +56,7 @@ const (
 	HandInherited HandKind = "inherited" // an fd libxl gave dmsandbox (FD)
 	HandFile      HandKind = "file"      // Path, opened by the launcher (ReadOnly)
 	HandTap       HandKind = "tap"       // tap interface Ifname, created by the launcher in the host's netns
-	HandPTY       HandKind = "pty"       // a pty pair: QEMU gets the master; libxl is told the slave (Label)
+	HandPTY       HandKind = "pty"       // a host pty relayed to QEMU over a socket pair; libxl is told the pty's name (Label)
 )
 
 // Handed is one fd QEMU gets.

@@ -307,10 +307,9 @@ func (p *parser) chardev(o option, control, proxied map[string]bool) error {
 			p.note(o, "warning", "a socket path resolves inside the sandbox's root, not on the host")
 		}
 	case "pty":
-		add, path := p.fdset(Handed{Kind: HandPTY, Name: "pty-" + id, Label: id})
-		p.dm.Args = append(p.dm.Args, add...)
-		p.dm.Args = append(p.dm.Args, o.Word, opts{{Key: "backend", Value: "serial", Implied: true}, {Key: "id", Value: id}, {Key: "path", Value: path}}.String())
-		p.note(o, "translated", "a host pty is made by dmsandbox; QEMU gets its master")
+		fd := p.hand(Handed{Kind: HandPTY, Name: "pty-" + id, Label: id})
+		p.dm.Args = append(p.dm.Args, o.Word, ptyChardev(id, fd))
+		p.note(o, "translated", ptyWhy)
 		return nil
 	case "file", "pipe", "serial", "tty", "parallel", "parport":
 		return refuse(o, "a chardev on a host file or device cannot be opened in the sandbox")
@@ -320,6 +319,18 @@ func (p *parser) chardev(o option, control, proxied map[string]bool) error {
 	}
 	p.keep(o)
 	return nil
+}
+
+// ptyWhy explains the pty translation in the log.
+const ptyWhy = "dmsandbox makes a pty in the host's devpts and relays it to QEMU over a socket"
+
+// ptyChardev is the chardev QEMU gets for a pty: its end of a connected
+// socket pair, whose other end dmsandbox relays to a host pty. QEMU then
+// needs neither /dev/ptmx nor a single tty ioctl (its "serial" backend on
+// a pty master would issue termios ioctls the qemu-xen seccomp profile
+// does not allow), and the label libxl looks for is unchanged.
+func ptyChardev(id string, fd int) string {
+	return opts{{Key: "backend", Value: "socket", Implied: true}, {Key: "id", Value: id}, {Key: "fd", Value: strconv.Itoa(fd)}}.String()
 }
 
 // serial: "pty" is what xl's serial="pty" gives; libxl learns the pty's
@@ -332,10 +343,9 @@ func (p *parser) serial(o option) error {
 	switch {
 	case o.Value == "pty":
 		label := fmt.Sprintf("serial%d", idx)
-		add, path := p.fdset(Handed{Kind: HandPTY, Name: "pty-" + label, Label: label})
-		p.dm.Args = append(p.dm.Args, add...)
-		p.dm.Args = append(p.dm.Args, "-chardev", "serial,id="+label+",path="+path, o.Word, "chardev:"+label)
-		p.note(o, "translated", "a host pty is made by dmsandbox; QEMU gets its master as "+label)
+		fd := p.hand(Handed{Kind: HandPTY, Name: "pty-" + label, Label: label})
+		p.dm.Args = append(p.dm.Args, "-chardev", ptyChardev(label, fd), o.Word, "chardev:"+label)
+		p.note(o, "translated", ptyWhy)
 		return nil
 	case strings.HasPrefix(o.Value, "file:"), strings.HasPrefix(o.Value, "pipe:"), strings.HasPrefix(o.Value, "/dev/"),
 		strings.HasPrefix(o.Value, "unix:"), strings.HasPrefix(o.Value, "tcp:"), strings.HasPrefix(o.Value, "udp:"):

@@ -367,7 +367,7 @@ func (p *Proxy) fromQEMU(data []byte, pend *pending) ([]byte, bool, error) {
 		if pend == nil {
 			return nil, false, errors.New("a reply without a command")
 		}
-		if !bytes.Equal(bytes.TrimSpace(m.ID), bytes.TrimSpace(pend.cmd.ID)) {
+		if !bytes.Equal(normID(m.ID), normID(pend.cmd.ID)) {
 			return nil, false, fmt.Errorf("reply id %s for command id %s", m.ID, pend.cmd.ID)
 		}
 		if pend.addID != "" {
@@ -392,6 +392,16 @@ func (p *Proxy) fromQEMU(data []byte, pend *pending) ([]byte, bool, error) {
 		return out, true, nil
 	}
 	return nil, false, errors.New("neither an event nor a reply")
+}
+
+// normID makes an absent id and a null one the same (QEMU omits "id"
+// when the command had none; a peer may send null).
+func normID(id json.RawMessage) []byte {
+	id = bytes.TrimSpace(id)
+	if bytes.Equal(id, []byte("null")) {
+		return nil
+	}
+	return id
 }
 
 // gone revokes the device with qdev id, if it was granted.

@@ -162,7 +162,11 @@ func TestRefusedCommands(t *testing.T) {
 	if r := c.mustRecv(); errDesc(r) != "" {
 		t.Errorf("allowed command after refusals: %v", r)
 	}
-	if got := q.received(); !reflect.DeepEqual(got, []string{"query-status"}) {
+	c.send(`{"execute":"query-status"}`) // no id: QEMU's reply has none either
+	if r := c.mustRecv(); errDesc(r) != "" {
+		t.Errorf("command without id: %v", r)
+	}
+	if got := q.received(); !reflect.DeepEqual(got, []string{"query-status", "query-status"}) {
 		t.Errorf("QEMU received %v", got)
 	}
 	if !lb.has(`refused command "human-monitor-command"`) {
@@ -233,6 +237,7 @@ func TestMisbehavingQEMU(t *testing.T) {
 		"oversized":  `{"return": "` + strings.Repeat("x", 8192) + `", "id": 1}`,
 		"non-json":   `{"return": nonsense}`,
 		"wrong-id":   `{"return": {}, "id": 99}`,
+		"no-id":      `{"return": {}}`,
 		"not-object": `"return"`,
 		"neither":    `{"something": 1}`,
 	} {
