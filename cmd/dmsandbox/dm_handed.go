@@ -16,8 +16,9 @@ import (
 // launcher's side of them. close releases everything; it is safe to call
 // once at any point.
 type dmResources struct {
-	files     []*os.File        // Handed, in order (QEMU gets dups; ours are closed after start)
-	ptyHold   []*os.File        // slave ends kept open so QEMU's master never sees a hangup
+	files     []*os.File // Handed, in order (QEMU gets dups; ours are closed after start)
+	ptyHold   []*os.File // slave ends kept open so the master never sees a hangup
+	relays    []*ptyRelay
 	ptys      map[string]string // chardev label -> host pty path, for the QMP proxy
 	listeners []net.Listener    // libxl's QMP sockets, one per dmargv.Monitor
 	paths     []string          // socket paths DM mode created, removed at the end
@@ -36,6 +37,9 @@ func (r *dmResources) close() {
 	r.closeFiles()
 	for _, f := range r.ptyHold {
 		f.Close()
+	}
+	for _, rl := range r.relays {
+		rl.close()
 	}
 	for _, l := range r.listeners {
 		l.Close()
@@ -92,13 +96,14 @@ func (r *dmResources) open(h dmargv.Handed) (*os.File, error) {
 	case dmargv.HandTap:
 		return openTap(h.Ifname)
 	case dmargv.HandPTY:
-		master, slave, path, err := openPTY()
+		rl, slave, path, qemu, err := newPTYRelay()
 		if err != nil {
 			return nil, err
 		}
+		r.relays = append(r.relays, rl)
 		r.ptyHold = append(r.ptyHold, slave)
 		r.ptys[h.Label] = path
-		return master, nil
+		return qemu, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", h.Kind)
 }
@@ -154,10 +159,10 @@ func (r *dmResources) listen(m dmargv.Monitor) (net.Listener, error) {
 }
 
 // openPTY makes a pty pair in the host's devpts, raw like QEMU's own
-// pty chardev makes it. The slave's path is what libxl writes to
+// pty chardev makes it, the master non-blocking (see ptyRelay). The slave's path is what libxl writes to
 // xenstore for `xl console`.
 func openPTY() (master, slave *os.File, path string, err error) {
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -165,12 +170,23 @@ func openPTY() (master, slave *os.File, path string, err error) {
 		m.Close()
 		return nil, nil, "", fmt.Errorf("pty: %w", err)
 	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		return fail(err)
-	}
-	n, err := unix.IoctlGetUint32(int(m.Fd()), unix.TIOCGPTN)
+	// Through SyscallConn: Fd() would put the master in blocking mode,
+	// and the relay relies on it not blocking.
+	rc, err := m.SyscallConn()
 	if err != nil {
 		return fail(err)
+	}
+	var n uint32
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		if ierr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ierr == nil {
+			n, ierr = unix.IoctlGetUint32(int(fd), unix.TIOCGPTN)
+		}
+	}); err != nil {
+		return fail(err)
+	}
+	if ierr != nil {
+		return fail(ierr)
 	}
 	path = fmt.Sprintf("/dev/pts/%d", n)
 	s, err := os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY, 0)
