@@ -8,9 +8,11 @@
 //     greeting, qmp_capabilities, query-status (prelaunch under -S),
 //     query-chardev (one "serial" chardev per -chardev serial,id=X),
 //     cont, quit; anything else gets CommandNotFound, like QEMU;
-//   - reports on stderr what it was handed: for each -add-fd, whether the
-//     fd is open and, for a pty master, that it is a tty; its uid, its
-//     NoNewPrivs and Seccomp lines;
+//   - reports on stderr what it was handed: for each -add-fd whether the
+//     fd is open, for each serial chardev that its fd is a socket; its
+//     uid, its NoNewPrivs and Seccomp lines;
+//   - plays the guest on each serial port: a greeting, then an echo of
+//     every line typed on the console;
 //   - exits 0 with QEMU's message on SIGHUP/SIGTERM/SIGINT.
 //
 // Build it static (CGO_ENABLED=0): the sandbox root holds only its ELF
@@ -49,8 +51,10 @@ func main() {
 			if strings.HasPrefix(next, "socket,id=dmsandbox-qmp,fd=") {
 				monFD, _ = strconv.Atoi(strings.Split(strings.TrimPrefix(next, "socket,id=dmsandbox-qmp,fd="), ",")[0])
 			}
-			if strings.HasPrefix(next, "serial,id=") {
-				serials = append(serials, strings.Split(strings.TrimPrefix(next, "serial,id="), ",")[0])
+			if strings.HasPrefix(next, "socket,id=serial") {
+				id, fd := chardevFD(next)
+				serials = append(serials, id)
+				go echoSerial(id, fd)
 			}
 		case "-add-fd":
 			reportFD(next)
@@ -83,6 +87,38 @@ func main() {
 		fmt.Fprintf(os.Stderr, "fake-qemu: terminating on signal %d\n", s.(syscall.Signal))
 	case <-quit:
 		fmt.Fprintln(os.Stderr, "fake-qemu: quit")
+	}
+}
+
+// chardevFD returns id and fd of "socket,id=ID,fd=N".
+func chardevFD(opts string) (string, int) {
+	var id string
+	fd := -1
+	for _, kv := range strings.Split(opts, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "id":
+			id = v
+		case "fd":
+			fd, _ = strconv.Atoi(v)
+		}
+	}
+	return id, fd
+}
+
+// echoSerial stands in for the guest on a serial port: it reports the
+// fd, says hello, and answers each line it reads with "echo: LINE".
+func echoSerial(id string, fd int) {
+	if _, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+		fmt.Fprintf(os.Stderr, "fake-qemu: %s fd %d: not a socket: %v\n", id, fd, err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "fake-qemu: %s fd %d is a socket\n", id, fd)
+	f := os.NewFile(uintptr(fd), id)
+	f.Write([]byte("fake guest on " + id + "\r\n"))
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		f.Write([]byte("echo: " + strings.TrimSpace(sc.Text()) + "\r\n"))
 	}
 }
 
@@ -145,7 +181,7 @@ func serve(c net.Conn, paused *bool, serials []string, quit chan struct{}) {
 		case "query-chardev":
 			var l []map[string]any
 			for _, s := range serials {
-				l = append(l, map[string]any{"label": s, "filename": "serial", "frontend-open": true})
+				l = append(l, map[string]any{"label": s, "filename": "unix:", "frontend-open": true})
 			}
 			ret = l
 		case "quit":

@@ -1,0 +1,152 @@
+package xenrig
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestXenRigDM: in dom0 of a nested Xen 4.17, `xl create` HVM guests
+// whose device_model_override is dmsandbox (plain, then dm_restrict=1):
+// the guest runs hvmloader/SeaBIOS, QEMU is confined (checked from dom0),
+// and `xl destroy` leaves no process and no run directory. Opt-in: it
+// needs up to two TCG boots of Xen (RIGS.md: 15-90 s each).
+func TestXenRigDM(t *testing.T) {
+	if os.Getenv("DMSANDBOX_XEN_RIG") == "" {
+		t.Skip("nested Xen rig is opt-in: DMSANDBOX_XEN_RIG=1 (make test-xen)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (apt-get download, 9p share of /)")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+	if _, err := os.Stat("/usr/libexec/xen-qemu-system-i386"); err != nil {
+		t.Skip("qemu-system-xen not installed (the device model dom0 runs)")
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "dmsandbox-xenrig-") // visible in dom0 through the 9p root
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "dmsandbox")
+	cmd := exec.Command("go", "build", "-tags", "seccomp", "-o", bin, "./cmd/dmsandbox")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	env := map[string]string{"DMSANDBOX": bin}
+	// Discovery runs: the qemu-xen profile logs instead of killing, and
+	// the script reports the syscalls it logged (docs/libxl.md).
+	if os.Getenv("DMSANDBOX_XEN_RIG_SECCOMP_LOG") != "" {
+		env["SECCOMP_LOG"] = "1"
+	}
+	r := &Rig{Script: dom0Script, Env: env, WorkDir: filepath.Join(dir, "work"), Logf: t.Logf}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	res, err := r.Run(ctx)
+	if err != nil {
+		if res != nil {
+			t.Logf("console tail:\n%s", tailLines(res.Console, 40))
+			t.Logf("script log:\n%s", res.Log)
+		}
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("dom0 script exit %d:\n%s\nconsole tail:\n%s", res.ExitCode, res.Log, tailLines(res.Console, 30))
+	}
+	t.Logf("boot %.1fs, total %.1fs, attempts %d", res.Boot.Seconds(), res.Duration.Seconds(), res.Attempts)
+	t.Log(res.Log)
+}
+
+func tailLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// dom0Script runs in dom0. Each check prints XENRIG-OK or XENRIG-FAIL and
+// the first failure ends it with exit 1.
+const dom0Script = `
+set -u
+ok() { echo "XENRIG-OK: $*"; }
+fail() { echo "XENRIG-FAIL: $*"; seccomp_report; for f in /var/log/xen/qemu-dm-*.log; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done; exit 1; }
+XB=/usr/lib/xen-4.17/bin
+# Xen's tools over the RAM root (unpacked, never installed).
+cp -a "$XEN_ROOT"/usr/. /usr/ && cp -a "$XEN_ROOT"/etc/. /etc/ || fail "copy xen tree"
+mkdir -p /var/lib/xen /var/log/xen /run/xen /run/xenstored /var/lib/xenstored
+[ -d "$XEN_ROOT"/var/lib/xen ] && cp -a "$XEN_ROOT"/var/lib/xen/. /var/lib/xen/
+[ -L /var/run ] || fail "/var/run is not a symlink to /run"
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-pciback; do modprobe $m || echo "modprobe $m failed"; done
+mount -t xenfs xenfs /proc/xen || fail "xenfs"
+grep -q control_d /proc/xen/capabilities || fail "not dom0"
+$XB/xenstored --pid-file /run/xenstored.pid || fail "xenstored"
+for i in $(seq 1 100); do [ -S /run/xenstored/socket ] && break; sleep 0.1; done
+$XB/xen-init-dom0 || fail "xen-init-dom0"
+$XB/xenconsoled --pid-file=/run/xenconsoled.pid || fail "xenconsoled"
+$XB/xl info | grep -E '^(xen_version|free_memory)' || fail "xl info"
+echo "xen-qemuuser-shared:x:996:996::/nonexistent:/usr/sbin/nologin" >> /etc/passwd
+echo "xen-qemuuser-shared:x:996:" >> /etc/group
+$DMSANDBOX check || true
+if [ -n "${SECCOMP_LOG:-}" ]; then
+	echo '{"version": 1, "seccomp_log": true}' > /run/dmsandbox-config.json
+	export DMSANDBOX_CONFIG=/run/dmsandbox-config.json
+	echo "XENRIG: seccomp in log mode (discovery run)"
+fi
+seccomp_report() { [ -n "${SECCOMP_LOG:-}" ] && dmesg | grep -o 'type=1326.*' | grep -o 'syscall=[0-9]*' | sort | uniq -c; }
+
+guest() { # name extra-config
+	cat > /run/$1.cfg <<CFG
+name = "$1"
+type = "hvm"
+memory = 64
+vcpus = 1
+device_model_version = "qemu-xen"
+device_model_override = "$DMSANDBOX"
+vnc = 0
+sdl = 0
+serial = "pty"
+boot = "c"
+disk = [ ]
+vif = [ ]
+on_crash = "preserve"
+$2
+CFG
+	$XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
+	ok "xl create $1"
+	domid=$($XB/xl domid $1) || fail "domid $1"
+	dmpid=$(xenstore-read /local/domain/$domid/image/device-model-pid) || fail "device-model-pid"
+	tr '\0' ' ' < /proc/$dmpid/cmdline | grep -q "^$DMSANDBOX " || fail "pid $dmpid is not dmsandbox: $(tr '\0' ' ' < /proc/$dmpid/cmdline)"
+	qpid=$(sed -n 's/^  "pid": \([0-9]*\),$/\1/p' /run/dmsandbox/xen-dm-$domid/state.json)
+	[ -n "$qpid" ] || fail "no QEMU pid in state.json"
+	st=$(grep -E '^(Uid|NoNewPrivs|Seccomp):' /proc/$qpid/status | tr '\t\n' '  ')
+	echo "$1 QEMU pid $qpid: $st"
+	echo "$st" | grep -q "Uid: 300$(printf %04d $domid) " || fail "$1 QEMU uid: $st"
+	echo "$st" | grep -q "NoNewPrivs: 1" || fail "$1 NoNewPrivs"
+	echo "$st" | grep -q "Seccomp: 2" || fail "$1 seccomp"
+	ok "$1 QEMU confined"
+	for i in $(seq 1 30); do $XB/xl dmesg | grep -q "(d$domid) HVM Loader" && break; sleep 1; done
+	$XB/xl dmesg | grep "(d$domid)" | head -5
+	$XB/xl dmesg | grep -q "(d$domid) HVM Loader" || fail "$1: no hvmloader output"
+	ok "$1 runs hvmloader"
+	$XB/xl destroy $1 || fail "xl destroy $1"
+	for i in $(seq 1 50); do [ -e /run/dmsandbox/xen-dm-$domid ] || break; sleep 0.2; done
+	[ ! -e /run/dmsandbox/xen-dm-$domid ] || fail "$1: run directory left"
+	kill -0 $qpid 2>/dev/null && fail "$1: QEMU $qpid still running"
+	kill -0 $dmpid 2>/dev/null && fail "$1: dmsandbox $dmpid still running"
+	ok "$1 destroyed, nothing left"
+	cp /var/log/xen/qemu-dm-$1.log $RIG_OUT/ 2>/dev/null
+}
+guest hvm1 ""
+guest hvm2 "dm_restrict = 1"
+seccomp_report
+echo XENRIG-DONE
+`
