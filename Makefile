@@ -108,3 +108,16 @@ fuzz-seccomp:
 	done
 seccomp-propose: build
 	dmesg | ./$(BIN) seccomp propose
+
+# --- libxl drop-in (DM mode) ---
+# test-xen: the nested Xen rig (integration/xenrig): Xen 4.17 debs unpacked,
+# dom0 under TCG, `xl create`/`xl destroy` of HVM guests whose
+# device_model_override is dmsandbox (plain and dm_restrict=1). Opt-in (two
+# TCG boots at most, ~1 min each here); takes the rig's run lock.
+# fuzz-dm: the argv parser and the QMP proxy's framing, FUZZTIME each.
+.PHONY: test-xen fuzz-dm
+test-xen: deps build
+	DMSANDBOX_XEN_RIG=1 CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 12m -run TestXenRigDM ./integration/xenrig/
+fuzz-dm:
+	for f in FuzzParse FuzzOpts; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/dmargv/ || exit 1; done
+	for f in FuzzFrame FuzzCommand; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/qmpproxy/ || exit 1; done
