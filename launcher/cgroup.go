@@ -275,8 +275,12 @@ func (c *Cgroup) Pids() ([]int, error) {
 }
 
 // Kill SIGKILLs every process of the cgroup and waits until it is empty.
-// On v1 the cgroup is frozen first so that a process forking in a loop
-// cannot outrun the kill; on v2 cgroup.kill does that in the kernel.
+// On v2 cgroup.kill does it in the kernel, atomically. On v1 the processes
+// are listed and killed until none is left; the v1 freezer is not used: a
+// freeze can stay FREEZING for good on a task in uninterruptible sleep
+// (seen with runc's init interrupted mid-setup), a frozen task cannot die,
+// and containerd's Freeze waits without a deadline. A forking program
+// cannot outrun the loop: pids.max bounds it and no profile allows fork.
 func (c *Cgroup) Kill(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -288,21 +292,19 @@ func (c *Cgroup) Kill(timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("kill cgroup %s: %d processes left after %v", c.Rel, len(pids), timeout)
+			return fmt.Errorf("kill cgroup %s: %d processes left after %v (%v)", c.Rel, len(pids), timeout, pids)
 		}
 		switch c.Mode {
 		case CgroupV1:
-			// Freeze can fail on a cgroup whose tasks are exiting; the
-			// loop then simply tries again.
-			_ = c.v1.Freeze()
 			for _, pid := range pids {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
-			_ = c.v1.Thaw()
 		case CgroupV2:
+			// Falls back to listing and killing on kernels without
+			// cgroup.kill (before 5.14).
 			_ = c.v2.Kill()
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -30,8 +30,10 @@ type Config struct {
 	UIDCount uint32 `json:"uid_count"`
 
 	// UserNamespace runs the program in a new user namespace that maps
-	// only its own uid/gid. Off by default: libxl deployments expect the
-	// plain per-domain uid; on, the sandbox holds no id of the host at all.
+	// only two ids: the program's own uid/gid (to itself) and the
+	// namespace's root, used only by runc's setup, to a second per-sandbox
+	// id UIDBase+UIDCount+index. The range is then 2*UIDCount long. Off by
+	// default: libxl deployments expect the plain per-domain uid.
 	UserNamespace bool `json:"user_namespace"`
 
 	// Profile is the seccomp profile (seccomp.Names()) used when --profile
@@ -153,10 +155,15 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("version %d not supported (want %d)", c.Version, ConfigVersion)
 	case c.UIDBase == 0:
 		return errors.New("uid_base 0 would run sandbox 0 as root")
+	case c.UIDBase < minUIDBase:
+		// Below 65536 live login users, system users and nobody
+		// (65534): a host process with the sandbox's uid could ptrace
+		// the device model and use its fds.
+		return fmt.Errorf("uid_base %d is below %d, among the host's own users", c.UIDBase, minUIDBase)
 	case c.UIDCount == 0:
 		return errors.New("uid_count must be at least 1")
-	case uint64(c.UIDBase)+uint64(c.UIDCount) > 1<<32-1:
-		return fmt.Errorf("uid range %d+%d wraps past 2^32-1 (and so through 0)", c.UIDBase, c.UIDCount)
+	case uint64(c.UIDBase)+c.uidSpan() > 1<<32-1:
+		return fmt.Errorf("uid range %d+%d wraps past 2^32-1 (and so through 0)", c.UIDBase, c.uidSpan())
 	case c.Profile == "":
 		return errors.New("profile is empty: a sandbox without a seccomp filter is not allowed")
 	case c.Cgroup.MemoryBytes <= 0:
@@ -165,6 +172,8 @@ func (c *Config) Validate() error {
 		return errors.New("cgroup.pids must be positive")
 	case c.Cgroup.CPUQuotaUS < 0:
 		return errors.New("cgroup.cpu_quota_us must not be negative")
+	case c.Cgroup.CPUShares < 2 || c.Cgroup.CPUShares > 262144:
+		return fmt.Errorf("cgroup.cpu_shares %d outside the kernel's range 2..262144", c.Cgroup.CPUShares)
 	case c.Cgroup.CPUQuotaUS > 0 && c.Cgroup.CPUPeriodUS == 0:
 		return errors.New("cgroup.cpu_period_us must be set with cpu_quota_us")
 	case c.Rlimits.NoFile == 0 || c.Rlimits.NProc == 0:
@@ -183,6 +192,22 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// minUIDBase is the lowest uid_base accepted: the ids below belong to the
+// host's users (and nobody, 65534).
+const minUIDBase = 65536
+
+// uidSpan is how many host ids the configuration uses from UIDBase.
+func (c *Config) uidSpan() uint64 {
+	if c.UserNamespace {
+		return 2 * uint64(c.UIDCount)
+	}
+	return uint64(c.UIDCount)
+}
+
+// NSRootUID is the host id the user namespace of sandbox index maps its
+// root to: unique per sandbox, never used by a running program.
+func (c *Config) NSRootUID(index uint32) uint32 { return c.UIDBase + c.UIDCount + index }
 
 // UID returns the host uid (and gid) of sandbox index i.
 func (c *Config) UID(index uint32) (uint32, error) {

@@ -31,7 +31,11 @@ func TestLoadConfig(t *testing.T) {
 		name, body, wantErr string
 	}{
 		{"minimal", `{"version":1}`, ""},
-		{"override", `{"version":1,"uid_base":5000,"cgroup":{"memory_bytes":1048576,"pids":10}}`, ""},
+		{"override", `{"version":1,"uid_base":500000,"cgroup":{"memory_bytes":1048576,"pids":10}}`, ""},
+		{"host users", `{"version":1,"uid_base":1000}`, "among the host's own users"},
+		{"nobody", `{"version":1,"uid_base":65000,"uid_count":1000}`, "among the host's own users"},
+		{"userns wraps", `{"version":1,"uid_base":4294000000,"uid_count":600000,"user_namespace":true}`, "wraps"},
+		{"cpu shares 0", `{"version":1,"cgroup":{"memory_bytes":1,"pids":1,"cpu_shares":0}}`, "cpu_shares"},
 		{"no version", `{}`, "version 0 not supported"},
 		{"future version", `{"version":2}`, "version 2 not supported"},
 		{"unknown field", `{"version":1,"uid_bsae":5}`, "unknown field"},
@@ -62,11 +66,11 @@ func TestLoadConfig(t *testing.T) {
 			_ = cfg
 		})
 	}
-	cfg, err := LoadConfig(write(`{"version":1,"uid_base":5000,"cgroup":{"memory_bytes":1048576,"pids":10}}`))
+	cfg, err := LoadConfig(write(`{"version":1,"uid_base":500000,"cgroup":{"memory_bytes":1048576,"pids":10}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.UIDBase != 5000 || cfg.Cgroup.Pids != 10 {
+	if cfg.UIDBase != 500000 || cfg.Cgroup.Pids != 10 {
 		t.Fatalf("fields not applied: %+v", cfg)
 	}
 	// A nested object replaces only the fields it names... but JSON
@@ -81,8 +85,8 @@ func TestLoadConfig(t *testing.T) {
 
 func TestUIDRange(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.UIDBase, cfg.UIDCount = 1000, 10
-	if uid, err := cfg.UID(9); err != nil || uid != 1009 {
+	cfg.UIDBase, cfg.UIDCount = 100000, 10
+	if uid, err := cfg.UID(9); err != nil || uid != 100009 {
 		t.Fatalf("UID(9) = %d, %v", uid, err)
 	}
 	if _, err := cfg.UID(10); err == nil {

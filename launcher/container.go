@@ -18,13 +18,6 @@ import (
 // This file is the only importer of runc's libcontainer. It turns a
 // prepared sandbox into a configs.Config and starts the program.
 
-// nobodyID is the host id the user namespace maps the container's root to.
-// runc's init must be root inside the namespace while it sets up mounts;
-// mapping that root to an unprivileged host id keeps every id of the
-// sandbox unprivileged on the host, and the program itself runs as its own
-// uid (mapped to itself), so setuid(0) inside fails like outside.
-const nobodyID = 65534
-
 // maskedPaths are hidden in the sandbox's /proc (a file masked by
 // /dev/null, a directory by an empty read-only tmpfs): kernel memory,
 // keys, symbol addresses and hardware details a device model never reads.
@@ -43,6 +36,7 @@ type containerSetup struct {
 	stateRoot    string // libcontainer's state directory root
 	rootfs       string
 	uid          uint32
+	nsRootUID    uint32 // host id of the user namespace's root (Config.NSRootUID)
 	userns       bool
 	cgroupRel    string
 	devices      []devNode
@@ -132,9 +126,14 @@ func buildConfig(s *containerSetup) *configs.Config {
 	}
 	if s.userns {
 		cfg.Namespaces = append(cfg.Namespaces, configs.Namespace{Type: configs.NEWUSER})
-		cfg.UIDMappings = []configs.IDMap{{ContainerID: 0, HostID: nobodyID, Size: 1},
+		// runc's init must be root inside the namespace while it sets up
+		// mounts; that root maps to an unprivileged host id of this
+		// sandbox alone, which no program ever runs as. The program runs
+		// as its own uid, mapped to itself, so setuid(0) inside fails as
+		// it would outside.
+		cfg.UIDMappings = []configs.IDMap{{ContainerID: 0, HostID: int64(s.nsRootUID), Size: 1},
 			{ContainerID: int64(s.uid), HostID: int64(s.uid), Size: 1}}
-		cfg.GIDMappings = []configs.IDMap{{ContainerID: 0, HostID: nobodyID, Size: 1},
+		cfg.GIDMappings = []configs.IDMap{{ContainerID: 0, HostID: int64(s.nsRootUID), Size: 1},
 			{ContainerID: int64(s.uid), HostID: int64(s.uid), Size: 1}}
 	}
 	return cfg

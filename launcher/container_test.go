@@ -8,7 +8,7 @@ import (
 )
 
 func testSetup(userns bool) *containerSetup {
-	return &containerSetup{name: "t", rootfs: "/nonexistent", uid: 3000007, userns: userns,
+	return &containerSetup{name: "t", rootfs: "/nonexistent", uid: 3000007, nsRootUID: 3032775, userns: userns,
 		cgroupRel: "dmsandbox/t", tmpSize: "1m", rlimits: rlimits(DefaultConfig().Rlimits),
 		devices: []devNode{{Path: "/dev/null", Type: 'c', Major: 1, Minor: 3, Mode: 0o666},
 			{Path: "/dev/kvm", Type: 'c', Major: 10, Minor: 232, Mode: 0o600, Private: true}},
@@ -68,9 +68,12 @@ func TestBuildConfigUserNS(t *testing.T) {
 		t.Fatal("no user namespace")
 	}
 	for _, m := range cfg.UIDMappings {
-		if m.HostID == 0 {
-			t.Fatalf("host root mapped into the sandbox: %+v", cfg.UIDMappings)
+		if m.HostID == 0 || m.HostID == 65534 || m.Size != 1 {
+			t.Fatalf("host root, nobody or a range mapped into the sandbox: %+v", cfg.UIDMappings)
 		}
+	}
+	if cfg.UIDMappings[0].ContainerID != 0 || cfg.UIDMappings[0].HostID != 3032775 {
+		t.Fatalf("namespace root not mapped to the sandbox's own id: %+v", cfg.UIDMappings)
 	}
 	var bound bool
 	for _, m := range cfg.Mounts {

@@ -99,28 +99,27 @@ func deviceRules(nodes []devNode) []DeviceRule {
 	return out
 }
 
-// privateNode makes (once) a copy of a device node owned by uid in dir,
-// for user-namespace sandboxes: there runc bind-mounts nodes instead of
-// creating them, so the host node's owner and mode would apply and
-// /dev/kvm (root:kvm 0660) would be unusable by the mapped uid.
+// privateNode makes a copy of a device node owned by uid in dir (the
+// sandbox's own, removed with it), for user-namespace sandboxes: there
+// runc bind-mounts nodes instead of creating them, so the host node's
+// owner and mode would apply and /dev/kvm (root:kvm 0660) would be
+// unusable by the mapped uid. The directory is not under RUN_DIR because
+// /run is usually mounted nodev.
 func privateNode(dir string, n devNode, uid uint32) (string, error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", err
 	}
 	path := fmt.Sprintf("%s/%c-%d-%d", dir, n.Type, n.Major, n.Minor)
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err == nil {
-		if st.Uid == uid && st.Rdev == unix.Mkdev(uint32(n.Major), uint32(n.Minor)) {
-			return path, nil
-		}
-		os.Remove(path)
-	}
 	kind := uint32(unix.S_IFCHR)
 	if n.Type == 'b' {
 		kind = unix.S_IFBLK
 	}
 	if err := unix.Mknod(path, kind|uint32(n.Mode.Perm()), int(unix.Mkdev(uint32(n.Major), uint32(n.Minor)))); err != nil {
 		return "", fmt.Errorf("mknod %s: %w", path, err)
+	}
+	// Mknod applies the umask: set the mode exactly, then the owner.
+	if err := os.Chmod(path, n.Mode.Perm()); err != nil {
+		return "", fmt.Errorf("chmod %s: %w", path, err)
 	}
 	if err := os.Chown(path, int(uid), int(uid)); err != nil {
 		return "", fmt.Errorf("chown %s: %w", path, err)

@@ -25,7 +25,13 @@ func listenQMP(path string) (*os.File, error) {
 		return nil, fmt.Errorf("qmp socket %s: %w", path, err)
 	}
 	l.SetUnlinkOnClose(false) // the path outlives our copy of the fd
-	f, err := l.File()        // a dup; closing l leaves it open
+	// Only root may connect (the directory is traversable for user
+	// namespace setups, so the socket's own mode matters).
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("qmp socket %s: %w", path, err)
+	}
+	f, err := l.File() // a dup; closing l leaves it open
 	l.Close()
 	if err != nil {
 		return nil, fmt.Errorf("qmp socket %s: %w", path, err)
@@ -80,6 +86,7 @@ func DialQMP(path string, timeout time.Duration) (*qmp.SocketMonitor, error) {
 // qmp_capabilities and answers query-status. It then disconnects so the
 // socket is free for its users (QEMU serves one client at a time).
 func waitQMP(path string, timeout time.Duration) (qemu.Status, error) {
+	deadline := time.Now().Add(timeout)
 	mon, err := DialQMP(path, timeout)
 	if err != nil {
 		return 0, err
@@ -89,10 +96,26 @@ func waitQMP(path string, timeout time.Duration) (qemu.Status, error) {
 		mon.Disconnect()
 		return 0, fmt.Errorf("qmp %s: %w", path, err)
 	}
-	defer dom.Close()
-	st, err := dom.Status()
-	if err != nil {
-		return 0, fmt.Errorf("qmp %s: query-status: %w", path, err)
+	// One deadline for the whole check: a monitor that greets but never
+	// answers query-status is cut off by closing the connection.
+	type result struct {
+		st  qemu.Status
+		err error
 	}
-	return st, nil
+	done := make(chan result, 1)
+	go func() {
+		st, err := dom.Status()
+		done <- result{st, err}
+	}()
+	select {
+	case r := <-done:
+		dom.Close()
+		if r.err != nil {
+			return 0, fmt.Errorf("qmp %s: query-status: %w", path, r.err)
+		}
+		return r.st, nil
+	case <-time.After(time.Until(deadline)):
+		dom.Close()
+		return 0, fmt.Errorf("qmp %s: no answer to query-status within %v", path, timeout)
+	}
 }

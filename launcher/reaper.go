@@ -1,14 +1,16 @@
 package launcher
 
 import (
+	"path/filepath"
+
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"syscall"
-	"time"
 )
 
 // The reaper makes cleanup survive a SIGKILL of the launcher. The launcher
@@ -64,14 +66,21 @@ func (r *reaper) release() {
 
 // RunReaper is the reaper process's main (args: RUNDIR NAME).
 func RunReaper(args []string) int {
-	if len(args) != 2 || !validName(args[1]) {
+	if len(args) != 2 || !filepath.IsAbs(args[0]) || !validName(args[1]) {
 		fmt.Fprintln(os.Stderr, "dmsandbox reaper: internal command, not for people")
+		return 2
+	}
+	// Only a launcher can have started us: fd 3 is a pipe and fd 4 is an
+	// open file of RUNDIR/NAME.lock holding its lock. Without that proof
+	// this command could be used to destroy a live sandbox.
+	if err := checkReaperFds(args[0], args[1]); err != nil {
+		fmt.Fprintf(os.Stderr, "dmsandbox reaper: %v\n", err)
 		return 2
 	}
 	// Terminal and session signals are for the launcher, not for us.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
 	pipe := os.NewFile(3, "reaper-pipe")
-	io.Copy(io.Discard, pipe) // returns at EOF: the launcher is gone
+	io.Copy(io.Discard, pipe) // returns at EOF (or error): the launcher is gone
 	if err := cleanupSandbox(args[0], args[1]); err != nil {
 		fmt.Fprintf(os.Stderr, "dmsandbox reaper: %s: %v\n", args[1], err)
 		return 1
@@ -86,8 +95,8 @@ func cleanupSandbox(runDir, name string) error {
 	if errors.Is(err, os.ErrNotExist) {
 		// No record: nothing was started (state.json is written before
 		// the cgroup and the program). A directory without it is the
-		// remains of a launcher killed right after making it.
-		if err := os.RemoveAll(sandboxDir(runDir, name)); err != nil {
+		// remains of a launcher killed right after making it: empty.
+		if err := os.Remove(sandboxDir(runDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 		return nil
@@ -105,10 +114,19 @@ func cleanupSandbox(runDir, name string) error {
 	} else if cg, err := loadCgroup(st.CgroupMode, st.CgroupPaths); err != nil {
 		errs = append(errs, err)
 	} else {
-		if err := cg.Kill(10 * time.Second); err != nil {
+		cg.Rel = name
+		if err := cg.Kill(killTimeout); err != nil {
+			errs = append(errs, err)
+		} else if err := cg.Delete(); err != nil {
 			errs = append(errs, err)
 		}
-		if err := cg.Delete(); err != nil {
+	}
+	if len(errs) > 0 {
+		// Keep the record: the next launcher tries again.
+		return errors.Join(errs...)
+	}
+	if st.DevDir != "" && filepath.Base(st.DevDir) == name {
+		if err := os.RemoveAll(st.DevDir); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -118,4 +136,26 @@ func cleanupSandbox(runDir, name string) error {
 	// NAME.lock stays: removing a lock file someone may have open lets
 	// two launchers lock two different inodes of the same name.
 	return errors.Join(errs...)
+}
+
+// checkReaperFds verifies the fds a launcher hands its reaper.
+func checkReaperFds(runDir, name string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(3, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return errors.New("fd 3 is not the launcher's pipe")
+	}
+	var lk, want unix.Stat_t
+	if err := unix.Fstat(4, &lk); err != nil {
+		return errors.New("fd 4 is not the sandbox's name lock")
+	}
+	if err := unix.Stat(filepath.Join(runDir, name+".lock"), &want); err != nil ||
+		lk.Dev != want.Dev || lk.Ino != want.Ino {
+		return fmt.Errorf("fd 4 is not %s", filepath.Join(runDir, name+".lock"))
+	}
+	// The lock must be held through fd 4's open file: a fresh open file
+	// of the same path cannot take it.
+	if !isLocked(filepath.Join(runDir, name+".lock")) {
+		return errors.New("the name lock is not held")
+	}
+	return nil
 }

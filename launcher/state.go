@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,8 +16,7 @@ import (
 
 // The run directory (Config.RunDir, 0700 root) holds, per sandbox:
 //
-//	NAME.lock       flock held by the launcher and its reaper while NAME is live
-//	index/N.lock    flock held while uid index N is in use
+//	NAME.lock       lock held by the launcher and its reaper while NAME is live
 //	NAME/           0700
 //	  state.json    State, written before the program starts
 //	  qmp.sock      the management QMP socket (QEMU only)
@@ -44,7 +44,8 @@ type State struct {
 	CgroupMode  CgroupMode        `json:"cgroup_mode"`
 	CgroupPaths map[string]string `json:"cgroup_paths"`
 	QMPSocket   string            `json:"qmp_socket,omitempty"`
-	Files       []string          `json:"files"` // names of fds 3.. in order
+	DevDir      string            `json:"dev_dir,omitempty"` // private device nodes (user namespace)
+	Files       []string          `json:"files"`             // names of fds 3.. in order
 	Started     time.Time         `json:"started"`
 }
 
@@ -70,6 +71,9 @@ func writeState(runDir string, st *State) error {
 
 // ReadState reads a sandbox's state.json.
 func ReadState(runDir, name string) (*State, error) {
+	if !validName(name) {
+		return nil, fmt.Errorf("%w: name %q", ErrUsage, name)
+	}
 	p := statePath(runDir, name)
 	data, err := os.ReadFile(p)
 	if err != nil {
@@ -85,16 +89,23 @@ func ReadState(runDir, name string) (*State, error) {
 	return &st, nil
 }
 
-// lockFile takes an exclusive, non-blocking flock on path. It returns
-// ErrConflict when another process holds it.
+// Locks are open-file-description (OFD) record locks on the whole file:
+// like flock they belong to the open file, are shared with a child that
+// inherits the fd (the reaper) and vanish when the last copy closes; unlike
+// flock they can be tested without being taken (F_OFD_GETLK), so `ps`
+// never makes a concurrent `run` fail.
+
+// lockFile takes an exclusive, non-blocking lock on path. It returns
+// ErrConflict when another open file holds it.
 func lockFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
 		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 			return nil, ErrConflict
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -102,27 +113,38 @@ func lockFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// isLocked tells whether someone holds the lock at path.
+// isLocked tells whether someone holds the lock at path, without taking it.
 func isLocked(path string) bool {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return true
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return false
 	}
-	return false
+	return lk.Type != unix.F_UNLCK
 }
 
-// allocIndex locks the lowest free index, or the given one.
-func allocIndex(runDir string, want int, count uint32) (int, *os.File, error) {
-	dir := filepath.Join(runDir, "index")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+// uidLockDir holds one lock per sandbox uid for the whole host, whatever
+// the run directory: two configurations with overlapping uid ranges (a
+// test, a benchmark, the production config) never hand out the same uid
+// at the same time. A variable for tests only in the sense of being
+// data; nothing sets it outside this package.
+var uidLockDir = "/run/dmsandbox-uids"
+
+// allocIndex locks the uid of the lowest free index, or of the given one.
+func allocIndex(cfg *Config, want int) (int, *os.File, error) {
+	if err := os.MkdirAll(uidLockDir, 0o700); err != nil {
 		return 0, nil, err
 	}
 	try := func(i int) (*os.File, error) {
-		return lockFile(filepath.Join(dir, strconv.Itoa(i)+".lock"))
+		uid, err := cfg.UID(uint32(i))
+		if err != nil {
+			return nil, err
+		}
+		return lockFile(filepath.Join(uidLockDir, strconv.FormatUint(uint64(uid), 10)+".lock"))
 	}
 	if want >= 0 {
 		f, err := try(want)
@@ -131,7 +153,7 @@ func allocIndex(runDir string, want int, count uint32) (int, *os.File, error) {
 		}
 		return want, f, err
 	}
-	for i := 0; i < int(count); i++ {
+	for i := 0; i < int(cfg.UIDCount); i++ {
 		f, err := try(i)
 		if err == nil {
 			return i, f, nil
@@ -140,7 +162,7 @@ func allocIndex(runDir string, want int, count uint32) (int, *os.File, error) {
 			return 0, nil, err
 		}
 	}
-	return 0, nil, fmt.Errorf("%w: all %d sandbox indexes are in use", ErrConflict, count)
+	return 0, nil, fmt.Errorf("%w: all %d sandbox uids are in use", ErrConflict, cfg.UIDCount)
 }
 
 // List returns the states of the sandboxes that are live (their name lock
@@ -166,4 +188,44 @@ func List(runDir string) ([]*State, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// sweepStale finishes the cleanup of every sandbox in runDir whose launcher
+// and reaper are both gone (its name lock is free but its directory is
+// there): a kill of the launcher's whole cgroup, or a crash of the host's
+// process supervisor, must not leave confined programs running for ever.
+// except is the name being started, already handled by the caller.
+func sweepStale(runDir, except string, log io.Writer) {
+	ents, err := os.ReadDir(runDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !e.IsDir() || name == except || !validName(name) {
+			continue
+		}
+		lock, err := lockFile(filepath.Join(runDir, name+".lock"))
+		if err != nil {
+			continue // live (or starting): not ours
+		}
+		if err := cleanupSandbox(runDir, name); err != nil && log != nil {
+			fmt.Fprintf(log, "dmsandbox: leftovers of %s: %v\n", name, err)
+		}
+		lock.Close()
+	}
+}
+
+// WaitGone waits until no launcher or reaper holds sandbox name's lock
+// and its run directory is gone, or timeout passes.
+func WaitGone(runDir, name string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(sandboxDir(runDir, name)); errors.Is(err, os.ErrNotExist) &&
+			!isLocked(filepath.Join(runDir, name+".lock")) {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
 }

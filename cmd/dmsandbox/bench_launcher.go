@@ -45,6 +45,8 @@ func benchLauncher(w io.Writer, quick bool) error {
 	cfg := launcher.DefaultConfig()
 	cfg.RunDir = filepath.Join(tmp, "run")
 	cfg.CgroupParent = "dmsandbox-bench"
+	cfg.UIDBase = 3200000 // uids are locked host-wide; still, keep clear of real sandboxes
+	cfg.UIDCount = 16
 	cfgPath := filepath.Join(tmp, "config.json")
 	if err := writeJSONFile(cfgPath, cfg); err != nil {
 		return err
@@ -124,6 +126,10 @@ func timeConfined(self, cfgPath, runDir, qemuBin string, args []string) (time.Du
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
+		// The run directory is removed at the end of the bench: wait
+		// until the sandbox (and a reaper, should it be cleaning) is
+		// gone, or its record would go with it.
+		launcher.WaitGone(runDir, "bench", 15*time.Second)
 	}()
 	if err := pingQMP(sock, 30*time.Second); err != nil {
 		return 0, 0, fmt.Errorf("confined qemu: %w", err)

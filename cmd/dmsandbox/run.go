@@ -34,7 +34,9 @@ management QMP socket at RUN_DIR/NAME/qmp.sock (default /run/dmsandbox).
 --vfio BDF (with --profile qemu-vfio) hands in a device bound to vfio-pci:
 its group node and a synthetic /sys holding only its iommu_group link.
 
-exit codes: PROGRAM's status (also when it exits before it is ready); 2 bad usage; 3 bad config; 4 NAME or index
+exit codes: PROGRAM's status (also when it exits before it is ready; a
+program's own 2..5 cannot be told from these but for the "dmsandbox run:"
+line the launcher prints on stderr for its own failures); 2 bad usage; 3 bad config; 4 NAME or index
 in use; 5 the sandbox could not be built (nothing is left behind).
 `
 
@@ -72,9 +74,9 @@ func runCmd(args []string) int {
 		fmt.Fprintf(os.Stderr, "dmsandbox run: %v\n", err)
 		return ExitConfig
 	}
-	l := &launcher.Launcher{Config: cfg, Log: os.Stderr}
 	sigs := launcher.NotifySignals()
 	defer signal.Stop(sigs)
+	l := &launcher.Launcher{Config: cfg, Log: os.Stderr, Signals: sigs}
 	sb, err := l.Start(launcher.Spec{Name: *name, Index: *index, Program: rest[0], Args: rest[1:],
 		Env: env, Profile: *profile, ExtraDevices: devices, NoQMP: *noQMP, VFIO: vfio})
 	if err != nil {

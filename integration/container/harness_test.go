@@ -223,9 +223,7 @@ func assertGone(t *testing.T, e *env, runDir, name string, pids ...int) {
 				left = append(left, fmt.Sprintf("process %d", pid))
 			}
 		}
-		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + e.cfg.CgroupParent + "/" + name)
-		nested, _ := filepath.Glob("/sys/fs/cgroup/*/*/*/" + e.cfg.CgroupParent + "/" + name)
-		left = append(append(left, dirs...), nested...)
+		left = append(left, cgroupDirs(e.cfg.CgroupParent, name)...)
 		if _, err := os.Stat(filepath.Join(runDir, name)); err == nil {
 			left = append(left, filepath.Join(runDir, name))
 		}
@@ -249,4 +247,21 @@ func alive(pid int) bool {
 	s := string(data)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// cgroupDirs finds every directory PARENT/NAME on every cgroup hierarchy,
+// at any depth (the sandbox nests under the launcher's own cgroup, whose
+// depth differs per hierarchy).
+func cgroupDirs(parent, name string) []string {
+	var out []string
+	filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if d.Name() == name && filepath.Base(filepath.Dir(p)) == parent {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
 }

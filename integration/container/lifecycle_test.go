@@ -93,6 +93,11 @@ func TestBadInput(t *testing.T) {
 		os.WriteFile(p, []byte(body), 0o600)
 		return p
 	}
+	writeExec := func(name string) string {
+		p := write(name, "#!/bin/true\n")
+		os.Chmod(p, 0o755)
+		return p
+	}
 	invalid := write("invalid.json", `{"version":1,"uid_bsae":1}`)
 	root := write("root.json", `{"version":1,"uid_base":0}`)
 	unreadable := filepath.Join(dir, "missing.json")
@@ -112,7 +117,7 @@ func TestBadInput(t *testing.T) {
 		{"slash in name", []string{"run", "--config", e.cfgPath, "--name", "a/b", "--", "/bin/true"}, 2, "no '/'"},
 		{"dotdot name", []string{"run", "--config", e.cfgPath, "--name", "..", "--", "/bin/true"}, 2, "name \"..\""},
 		{"unknown profile", []string{"run", "--config", e.cfgPath, "--profile", "nope", "--name", "it-bad", "--", "/bin/true"}, 2, "nope"},
-		{"program under /tmp", []string{"run", "--config", e.cfgPath, "--name", "it-bad", "--", write("prog", "")}, 2, ""},
+		{"program under /tmp", []string{"run", "--config", e.cfgPath, "--name", "it-bad", "--", writeExec("prog")}, 2, "mounts over"},
 		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
 	}
 	for _, c := range cases {

@@ -40,13 +40,14 @@ var attempts = map[string]func(arg string) error{
 		}
 		return nil
 	},
-	"write-cgroup": func(string) error {
-		return os.WriteFile("/sys/fs/cgroup/pids/pids.max", []byte("max"), 0)
-	},
-	"write-cgroup-proc": func(string) error {
-		// The cgroup namespace root as /proc shows it; no cgroupfs is
-		// mounted, so there is nothing to write.
-		return os.WriteFile("/proc/self/cgroup", []byte("0::/"), 0)
+	// write-cgroup PATH: a cgroup file that exists on the host (the test
+	// passes a scratch cgroup's pids.max; unconfined, as root, the write
+	// succeeds).
+	"write-cgroup": func(arg string) error {
+		if arg == "" {
+			return errors.New("write-cgroup needs a path")
+		}
+		return os.WriteFile(arg, []byte("max"), 0)
 	},
 	"mount": func(string) error { return unix.Mount("tmpfs", "/tmp", "tmpfs", 0, "") },
 	"unshare-user": func(string) error {

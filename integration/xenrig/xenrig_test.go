@@ -101,7 +101,9 @@ if [ -n "${SECCOMP_LOG:-}" ]; then
 	export DMSANDBOX_CONFIG=/run/dmsandbox-config.json
 	echo "XENRIG: seccomp in log mode (discovery run)"
 fi
-seccomp_report() { [ -n "${SECCOMP_LOG:-}" ] && dmesg | grep -o 'type=1326.*' | grep -o 'syscall=[0-9]*' | sort | uniq -c; }
+# What the qemu-xen profile logged (log mode) or killed: the seccomp
+# package's own proposal from the kernel's records.
+seccomp_report() { dmesg | grep -q 'type=1326' && { echo "--- seccomp records (qemu-xen):"; dmesg | $DMSANDBOX seccomp propose -profile qemu-xen; }; true; }
 
 guest() { # name extra-config
 	cat > /run/$1.cfg <<CFG
@@ -120,7 +122,17 @@ vif = [ ]
 on_crash = "preserve"
 $2
 CFG
-	$XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
+	if [ -n "${SECCOMP_LOG:-}" ] && [ -x /usr/bin/strace ]; then
+		# Discovery: every ioctl request the device model makes, each
+		# checked against the profile (seccomp records carry no arguments).
+		strace -f -qq -e trace=ioctl -e raw=ioctl -o /run/strace-$1.txt $XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
+		grep -o 'ioctl(0x[0-9a-f]*, 0x[0-9a-f]*' /run/strace-$1.txt | sed 's/ioctl(//; s/,//' | sort -u | while read fd req; do
+			v=$($DMSANDBOX seccomp check qemu-xen ioctl $((fd)) $req 2>&1 | head -1)
+			[ "$v" = allow ] || echo "ioctl $req (fd $((fd))): $v under qemu-xen"
+		done
+	else
+		$XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
+	fi
 	ok "xl create $1"
 	domid=$($XB/xl domid $1) || fail "domid $1"
 	dmpid=$(xenstore-read /local/domain/$domid/image/device-model-pid) || fail "device-model-pid"
