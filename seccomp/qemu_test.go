@@ -143,7 +143,8 @@ func TestQEMUUnderProfile(t *testing.T) {
 	}
 	// A fuller machine: q35, two vCPUs, qcow2 and raw (aio=native,
 	// cache=none) disks on virtio-blk, an iothread, virtio-scsi, xhci with a
-	// tablet, virtio-serial on a socket chardev, balloon, rng. This found the
+	// tablet, virtio-serial on a socket chardev, balloon, rng, a serial port
+	// on a pty (as libxl passes -serial pty). This found the
 	// block ioctls (BLKSSZGET, XFS_IOC_DIOINFO) the SeaBIOS-only run never
 	// reaches.
 	t.Run("devices", func(t *testing.T) {
@@ -169,7 +170,8 @@ func TestQEMUUnderProfile(t *testing.T) {
 			"-device", "qemu-xhci", "-device", "usb-tablet",
 			"-chardev", "socket,id=c0,path="+filepath.Join(dir, "c0.sock")+",server=on,wait=off",
 			"-device", "virtio-serial", "-device", "virtconsole,chardev=c0",
-			"-device", "virtio-balloon", "-device", "virtio-rng-pci")
+			"-device", "virtio-balloon", "-device", "virtio-rng-pci",
+			"-chardev", "pty,id=p0", "-device", "isa-serial,chardev=p0")
 	})
 }
 
