@@ -99,11 +99,12 @@ func planCgroup(parent, name string) (*Cgroup, error) {
 			}
 		}
 	case CgroupV2:
-		own, err := ownV2Group()
-		if err != nil {
-			return nil, err
-		}
-		c.Paths[""] = filepath.Join(cgroupRoot, own, rel)
+		// Absolute, at the top of the hierarchy (like libvirt's
+		// machine.slice): under the launcher's own cgroup, which on a
+		// systemd host holds the launcher itself, the kernel refuses to
+		// enable controllers for children (no internal processes).
+		c.Rel = "/" + rel
+		c.Paths[""] = filepath.Join(cgroupRoot, rel)
 	}
 	return c, nil
 }

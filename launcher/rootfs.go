@@ -263,8 +263,13 @@ func (p *rootPlan) build(dir string) error {
 		case 'l':
 			err = os.Symlink(e.Target, dst)
 		case 'f':
-			if err = os.Link(e.Host, dst); err != nil {
-				err = copyFile(e.Host, dst, e.Mode)
+			if err = realParents(e.Host); err != nil {
+				break
+			}
+			if err = os.Link(e.Host, dst); err == nil {
+				err = samePlanned(dst, e)
+			} else {
+				err = copyFile(e.Host, dst, e)
 			}
 		}
 		if err != nil {
@@ -274,13 +279,53 @@ func (p *rootPlan) build(dir string) error {
 	return nil
 }
 
-func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
+// realParents checks that no parent directory of a planned file has
+// become a symlink since planning (planning reproduced every link as a
+// node of its own, so a planned file's path has none): a swapped-in link
+// must not smuggle another host file into the root.
+func realParents(path string) error {
+	for dir := filepath.Dir(path); dir != "/"; dir = filepath.Dir(dir) {
+		st, err := os.Lstat(dir)
+		if err != nil {
+			return err
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("%s changed between planning and building: %s is no longer a directory", path, dir)
+		}
+	}
+	return nil
+}
+
+// samePlanned checks that the file made at path is the planned one by size
+// and mtime (not inode: on overlayfs a hard link copies the file up and
+// the inode changes).
+func samePlanned(path string, e rootEntry) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() || st.Size() != e.Size || st.ModTime().UnixNano() != e.Mtime {
+		return fmt.Errorf("%s changed between planning and building", e.Host)
+	}
+	return nil
+}
+
+// copyFile copies the planned file e, refusing a final symlink and a file
+// other than the planned one.
+func copyFile(src, dst string, e rootEntry) error {
+	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() || st.Size() != e.Size || st.ModTime().UnixNano() != e.Mtime {
+		return fmt.Errorf("%s changed between planning and building", src)
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, e.Mode)
 	if err != nil {
 		return err
 	}
