@@ -117,7 +117,7 @@ seccomp-propose: build
 # fuzz-dm: the argv parser and the QMP proxy's framing, FUZZTIME each.
 .PHONY: test-xen fuzz-dm
 test-xen: deps build
-	DMSANDBOX_XEN_RIG=1 CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 12m -run TestXenRigDM ./integration/xenrig/
+	DMSANDBOX_XEN_RIG=1 DMSANDBOX_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 12m -run TestXenRigDM ./integration/xenrig/
 fuzz-dm:
 	for f in FuzzParse FuzzOpts; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/dmargv/ || exit 1; done
 	for f in FuzzFrame FuzzCommand; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/qmpproxy/ || exit 1; done

@@ -34,12 +34,20 @@ func TestXenRigDM(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "dmsandbox")
-	cmd := exec.Command("go", "build", "-tags", "seccomp", "-o", bin, "./cmd/dmsandbox")
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	// The binary under test: $DMSANDBOX_BIN (make test-xen passes the one
+	// `make build` made), else built from this tree. It must be outside
+	// /tmp and /run, which dom0 does not share with the host.
+	bin := os.Getenv("DMSANDBOX_BIN")
+	if bin == "" {
+		bin = filepath.Join(dir, "dmsandbox")
+		cmd := exec.Command("go", "build", "-tags", "seccomp", "-o", bin, "./cmd/dmsandbox")
+		cmd.Dir = "../.."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+	} else if bin, err = filepath.Abs(bin); err != nil {
+		t.Fatal(err)
 	}
 	env := map[string]string{"DMSANDBOX": bin}
 	// Discovery runs: the qemu-xen profile logs instead of killing, and
@@ -125,7 +133,9 @@ CFG
 	if [ -n "${SECCOMP_LOG:-}" ] && [ -x /usr/bin/strace ]; then
 		# Discovery: every ioctl request the device model makes, each
 		# checked against the profile (seccomp records carry no arguments).
-		strace -f -qq -e trace=ioctl -e raw=ioctl -o /run/strace-$1.txt $XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
+		# -D: strace detaches, so xl create returns although its
+		# daemonized child and the device model stay traced.
+		strace -D -f -qq -e trace=ioctl -e raw=ioctl -o /run/strace-$1.txt $XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
 		grep -o 'ioctl(0x[0-9a-f]*, 0x[0-9a-f]*' /run/strace-$1.txt | sed 's/ioctl(//; s/,//' | sort -u | while read fd req; do
 			v=$($DMSANDBOX seccomp check qemu-xen ioctl $((fd)) $req 2>&1 | head -1)
 			[ "$v" = allow ] || echo "ioctl $req (fd $((fd))): $v under qemu-xen"
