@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/dmsandbox/dmsandbox/seccomp"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -95,6 +96,7 @@ func brokerRun(args []string) int {
 	pciState := fs.String("pci-state-dir", pci.DefaultStateDir, "pci binding records (vfio)")
 	syslogCopy := fs.Bool("syslog", false, "copy audit records to syslog")
 	buffered := fs.Bool("buffered-audit", false, "do not fsync each audit record before replying (unsafe)")
+	seccompLog := fs.Bool("seccomp-log", false, "log instead of kill on calls the broker profile does not allow (discovery only)")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
@@ -128,6 +130,21 @@ func brokerRun(args []string) int {
 		if errors.Is(err, broker.ErrConflict) {
 			return ExitConflict
 		}
+		return ExitFailure
+	}
+	// Setup is done (backend, audit log, control socket): from here on
+	// the broker runs under its own seccomp allowlist, fail closed.
+	var sopts []seccomp.Option
+	if *seccompLog {
+		sopts = append(sopts, seccomp.LogMode())
+	}
+	prof, err := seccomp.Load("broker", sopts...)
+	if err == nil {
+		err = prof.Install()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dmsandbox broker: seccomp:", err)
+		l.Close()
 		return ExitFailure
 	}
 	sig := make(chan os.Signal, 1)
