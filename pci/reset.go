@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -140,13 +141,18 @@ func (s *Sysfs) busVerdict(d *Device, opt ResetOptions, modern bool) Verdict {
 		return v
 	}
 	switch {
+	case len(behind) > 1:
+		// The kernel does a bus reset only for a device alone on its
+		// bus (pci_parent_bus_reset). Its reset_method list cannot be
+		// trusted here: Linux computes it when it first finds the
+		// device, so the first device scanned on a shared bus lists
+		// "bus" (it was alone then) and selecting it later fails with
+		// EINVAL. The neighbours decide: every one of them is idle or
+		// ours, so dmsandbox resets the bridge itself and restores
+		// each device's header.
+		v.Via = ViaConfig
 	case d.HasResetMethod && contains(d.ResetMethods, MethodBus):
 		v.Via = ViaKernel
-	case len(behind) > 1:
-		// The kernel offers "bus" only to a device alone on its bus;
-		// here every neighbour is idle or ours, so dmsandbox resets
-		// the bridge itself and restores each device's header.
-		v.Via = ViaConfig
 	case modern:
 		v.Why = fmt.Sprintf("the kernel does not offer a bus reset for this device (reset_method: %s): it is quirked against one", listOrNone(d.ResetMethods))
 	default:
@@ -213,6 +219,18 @@ func (s *Sysfs) Reset(b BDF, opt ResetOptions) (*ResetResult, error) {
 		res.Method, res.Via = v.Method, v.Via
 		if v.Via == ViaKernel {
 			err = s.kernelReset(d, v.Method, opt)
+			// A bus reset the kernel listed but now refuses to select
+			// (EINVAL, "Unsupported reset method"): the list is stale,
+			// a device appeared on the bus after it was computed. The
+			// neighbours were checked above, so the config-space route
+			// is as safe as it would have been from the start. Nothing
+			// was changed: a refused selection leaves reset_method as
+			// it was. FLR and PM are not retried this way: the kernel
+			// refusing them is a quirk dmsandbox does not go around.
+			if v.Method == MethodBus && errors.Is(err, errSelectRefused) {
+				res.Via = ViaConfig
+				err = s.configReset(d, v.Method, opt)
+			}
 		} else {
 			err = s.configReset(d, v.Method, opt)
 		}
@@ -236,12 +254,19 @@ func (s *Sysfs) Reset(b BDF, opt ResetOptions) (*ResetResult, error) {
 	return res, fmt.Errorf("pci %s: %w: %s", b, ErrNoReset, strings.Join(why, "; "))
 }
 
+// errSelectRefused: the kernel refused to select a method its own
+// reset_method listed (EINVAL): the list is stale.
+var errSelectRefused = errors.New("the kernel refuses the method it listed")
+
 // kernelReset selects one method in reset_method, triggers `reset`, and
 // puts the kernel's list back: reset_method is shared state, and vfio-pci
 // uses it on its own resets.
 func (s *Sysfs) kernelReset(d *Device, method string, opt ResetOptions) (err error) {
 	dir := s.DevicePath(d.BDF)
 	if err := s.writeAttr(filepath.Join(dir, "reset_method"), []byte(method), opt.Timeout); err != nil {
+		if errors.Is(err, syscall.EINVAL) {
+			return fmt.Errorf("select %s: %w: %w", method, errSelectRefused, err)
+		}
 		return fmt.Errorf("select %s: %w", method, err)
 	}
 	defer func() {

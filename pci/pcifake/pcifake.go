@@ -3,7 +3,8 @@
 // pci/testdata/capture.sh. It is a fake because this machine has no device
 // that may be unbound or reset in a test: Kernel records every write and
 // plays what Linux would do (unbind removes the driver link, drivers_probe
-// honours driver_override, reset_method must name an offered method).
+// honours driver_override, reset_method must name an offered method, and
+// "bus" only for a device alone on its bus, as Linux probes it).
 //
 // It implements pci.Kernel without importing package pci, so both pci's
 // own tests and other packages' tests can use it.
@@ -269,18 +270,65 @@ func (k *Kernel) resetMethod(bdf, p, val string) error {
 	}
 	k.mu.Unlock()
 	if val == "default" {
-		return os.WriteFile(p, []byte(strings.Join(can, " ")+"\n"), 0o644)
+		// Linux recomputes the list, probing each method again.
+		var now []string
+		for _, c := range can {
+			if c != "bus" || k.aloneOnBus(bdf) {
+				now = append(now, c)
+			}
+		}
+		return os.WriteFile(p, []byte(strings.Join(now, " ")+"\n"), 0o644)
 	}
 	for _, m := range strings.Fields(val) {
 		ok := false
 		for _, c := range can {
 			ok = ok || c == m
 		}
-		if !ok {
+		// Like Linux (reset_method_store probes each method): a bus
+		// reset is refused unless the device is alone on its bus, even
+		// when the list computed at enumeration named it — the quirk of
+		// the rig-q35 capture, where the edu scanned first behind the
+		// PCIe-to-PCI bridge lists "bus" beside an e1000.
+		if !ok || m == "bus" && !k.aloneOnBus(bdf) {
 			return syscall.EINVAL
 		}
 	}
 	return os.WriteFile(p, []byte(val+"\n"), 0o644)
+}
+
+// aloneOnBus: no other function sits beside the device in the directory
+// of its parent bridge (pci_parent_bus_reset's check).
+func (k *Kernel) aloneOnBus(bdf string) bool {
+	real, err := filepath.EvalSymlinks(k.dev(bdf))
+	if err != nil {
+		return false
+	}
+	ents, err := os.ReadDir(filepath.Dir(real))
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if n := e.Name(); n != bdf && e.IsDir() && isBDF(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// isBDF matches "dddd:bb:dd.f" in hex, the names of device directories.
+func isBDF(n string) bool {
+	if len(n) != 12 || n[4] != ':' || n[7] != ':' || n[10] != '.' {
+		return false
+	}
+	for i, c := range n {
+		if i == 4 || i == 7 || i == 10 {
+			continue
+		}
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
 }
 
 // WriteConfig implements pci.Kernel: the bytes land in the copy's config
