@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dmsandbox/dmsandbox/launcher"
@@ -40,6 +41,24 @@ var xenQEMUPaths = []string{"/usr/libexec/xen-qemu-system-i386", "/usr/lib/xen/b
 // dmStopGrace is how long QEMU has to exit after a forwarded SIGHUP
 // (xl destroy) before the whole cgroup is killed.
 const dmStopGrace = 5 * time.Second
+
+// saveFile opens the device state file of `xl save`/migration
+// (xen-save-devices-state) and of COLO's restore (xen-load-devices-state)
+// for the QMP proxy, which hands QEMU the fd. Only libxl's own name for
+// this domain is accepted (libxl__device_model_savefile:
+// /var/lib/xen/qemu-save.DOMID), never a link.
+func saveFile(domid int) func(cmd, name string) (*os.File, error) {
+	want := fmt.Sprintf("/var/lib/xen/qemu-save.%d", domid)
+	return func(cmd, name string) (*os.File, error) {
+		if name != want {
+			return nil, fmt.Errorf("%q is not %s", name, want)
+		}
+		if cmd == "xen-load-devices-state" {
+			return os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		}
+		return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+	}
+}
 
 func xenQEMU() (string, error) {
 	if p := os.Getenv(envQEMU); p != "" {
@@ -132,7 +151,7 @@ func dmCmd(args []string) int {
 	proxy := qmpproxy.New(qmpproxy.Config{
 		Domid: uint32(dm.Domid),
 		Dial:  func() (net.Conn, error) { return net.Dial("unix", sb.State.QMPSocket) },
-		Hook:  hook, PTYs: res.ptys, Log: logf,
+		Hook:  hook, PTYs: res.ptys, Log: logf, Files: saveFile(dm.Domid),
 	})
 	var serving sync.WaitGroup
 	for _, ln := range res.listeners {

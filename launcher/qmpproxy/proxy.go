@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -32,6 +33,9 @@ type Config struct {
 	// PTYs maps a chardev label (serial0) to the host pty libxl must be
 	// told in query-chardev's filename instead of the sandbox's.
 	PTYs map[string]string
+	// Files opens the host file a state command names (statefile.go);
+	// nil refuses those commands.
+	Files func(command, filename string) (*os.File, error)
 	// Log receives one line per refused command and per failure.
 	Log func(format string, args ...any)
 }
@@ -184,6 +188,22 @@ type pending struct {
 	deadline *time.Timer
 	addID    string // device_add of a granted passthrough device
 	addBDF   pci.BDF
+	// internal marks the proxy's own command (add-fd, remove-fd): its
+	// reply is not the client's; errors go to the client under clientID.
+	internal bool
+	clientID json.RawMessage
+	file     *os.File // sent with the command (SCM_RIGHTS), closed once sent
+	// next, when set, runs on the reply and returns the command to send
+	// next (nil: none) or an error reply for the client.
+	next func(m *backendMsg) (*pending, []byte)
+}
+
+// replyID is the id an error reply for p carries.
+func (p *pending) replyID() json.RawMessage {
+	if p.internal {
+		return p.clientID
+	}
+	return p.cmd.ID
 }
 
 func (s *session) run() {
@@ -234,24 +254,24 @@ func (s *session) run() {
 				return
 			}
 			p, reply := s.p.command(f.data)
+			if reply == nil && stateCommands[p.cmd.Execute] {
+				p, reply = s.p.withFile(p)
+			}
 			if reply != nil {
 				if s.write(s.client, reply) != nil {
 					return
 				}
 				continue
 			}
-			if err := s.write(s.qemu, p.cmd.encode()); err != nil {
-				s.p.abandon(p)
-				s.write(s.client, errorReply(p.cmd.ID, "QEMU's monitor: "+err.Error()))
+			if !s.send(p) {
 				return
 			}
-			p.deadline = time.NewTimer(cfg.ReplyTimeout)
 			pend = p
 		case f := <-s.fromQEMU:
 			if f.err != nil {
 				if pend != nil {
 					s.p.abandon(pend)
-					s.write(s.client, errorReply(pend.cmd.ID, "QEMU's monitor failed: "+f.err.Error()))
+					s.write(s.client, errorReply(pend.replyID(), "QEMU's monitor failed: "+f.err.Error()))
 				}
 				cfg.Log("qmp proxy: domain %d: QEMU: %v", cfg.Domid, f.err)
 				return
@@ -261,27 +281,66 @@ func (s *session) run() {
 				cfg.Log("qmp proxy: domain %d: QEMU: %v", cfg.Domid, err)
 				if pend != nil {
 					s.p.abandon(pend)
-					s.write(s.client, errorReply(pend.cmd.ID, "bad reply from QEMU"))
+					s.write(s.client, errorReply(pend.replyID(), "bad reply from QEMU"))
 				}
 				return
 			}
-			if s.write(s.client, out) != nil {
-				return
+			if !(isReply && pend.internal) {
+				if s.write(s.client, out) != nil {
+					return
+				}
 			}
 			if isReply {
-				pend.deadline.Stop()
+				done := pend
+				done.deadline.Stop()
 				pend = nil
 				idle.Reset(cfg.IdleTimeout)
+				if done.next != nil {
+					var m backendMsg
+					decode(f.data, &m)
+					next, reply := done.next(&m)
+					if reply != nil && s.write(s.client, reply) != nil {
+						return
+					}
+					if next != nil {
+						if !s.send(next) {
+							return
+						}
+						pend = next
+					}
+				}
 			}
 		case <-timeout:
 			if pend != nil {
 				s.p.abandon(pend)
 				cfg.Log("qmp proxy: domain %d: QEMU did not answer %s within %v", cfg.Domid, pend.cmd.Execute, cfg.ReplyTimeout)
-				s.write(s.client, errorReply(pend.cmd.ID, fmt.Sprintf("QEMU did not answer %s within %v", pend.cmd.Execute, cfg.ReplyTimeout)))
+				s.write(s.client, errorReply(pend.replyID(), fmt.Sprintf("QEMU did not answer %s within %v", pend.cmd.Execute, cfg.ReplyTimeout)))
 			}
 			return
 		}
 	}
+}
+
+// send writes p's command to QEMU (with its file, if any) and starts its
+// reply timer. On failure the client has its error reply and the session
+// must end.
+func (s *session) send(p *pending) bool {
+	data := p.cmd.encode()
+	var err error
+	if p.file != nil {
+		err = s.writeWithFile(data, p.file)
+		p.file.Close() // QEMU has its own copy, or never will
+		p.file = nil
+	} else {
+		err = s.write(s.qemu, data)
+	}
+	if err != nil {
+		s.p.abandon(p)
+		s.write(s.client, errorReply(p.replyID(), "QEMU's monitor: "+err.Error()))
+		return false
+	}
+	p.deadline = time.NewTimer(s.p.cfg.ReplyTimeout)
+	return true
 }
 
 // command checks one client command. It returns what to forward, or the

@@ -293,3 +293,19 @@ func TestChardevRewrite(t *testing.T) {
 		t.Errorf("other chardev changed: %v", f)
 	}
 }
+
+// TestStateFileRefused: without a Files hook, a state command is refused
+// before QEMU sees it.
+func TestStateFileRefused(t *testing.T) {
+	q := newFakeQEMU(t, wellBehaved(nil))
+	path, _, _ := startProxy(t, Config{Domid: 1, Dial: q.dial})
+	c := dialClient(t, path)
+	c.mustRecv()
+	c.send(`{"execute":"xen-save-devices-state","arguments":{"filename":"/var/lib/xen/qemu-save.1"},"id":1}`)
+	if r := c.mustRecv(); errDesc(r) == "" {
+		t.Errorf("reply %v", r)
+	}
+	if got := q.received(); len(got) != 0 {
+		t.Errorf("QEMU received %v", got)
+	}
+}

@@ -44,7 +44,16 @@ func TestRealQEMU(t *testing.T) {
 		}
 		return nil, err
 	}
-	path, _, _ := startProxy(t, Config{Domid: 1, Dial: dial, MaxCommand: 4096})
+	saveFile := filepath.Join(dir, "qemu-save.1")
+	var asked []string
+	files := func(cmd, name string) (*os.File, error) {
+		asked = append(asked, cmd+" "+name)
+		if name != "/var/lib/xen/qemu-save.1" {
+			return nil, os.ErrPermission
+		}
+		return os.OpenFile(saveFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	}
+	path, _, _ := startProxy(t, Config{Domid: 1, Dial: dial, MaxCommand: 4096, Files: files})
 
 	status := func() string {
 		c := dialClient(t, path)
@@ -82,6 +91,35 @@ func TestRealQEMU(t *testing.T) {
 	if s := status(); s != "prelaunch" {
 		t.Errorf("after adversarial clients: status %q", s)
 	}
+	// xl save: QEMU writes libxl's save file through an fd the proxy
+	// opened; the client sees its own reply only.
+	c0 := dialClient(t, path)
+	c0.mustRecv()
+	c0.send(`{"execute":"qmp_capabilities","id":1}`)
+	c0.mustRecv()
+	c0.send(`{"execute":"xen-save-devices-state","arguments":{"filename":"/var/lib/xen/qemu-save.1","live":false},"id":2}`)
+	if r := c0.mustRecv(); errDesc(r) != "" || r["id"] != float64(2) {
+		t.Fatalf("xen-save-devices-state: %v", r)
+	}
+	c0.send(`{"execute":"xen-save-devices-state","arguments":{"filename":"/etc/passwd","live":false},"id":3}`)
+	if r := c0.mustRecv(); errDesc(r) == "" || r["id"] != float64(3) {
+		t.Errorf("save to /etc/passwd: %v", r)
+	}
+	// The stream is in step: no reply of the proxy's own add-fd or
+	// remove-fd reaches the client. (QEMU keeps a removed fd open while
+	// the VM is not running, so query-fdsets still lists it here.)
+	c0.send(`{"execute":"query-status","id":4}`)
+	if r := c0.mustRecv(); r["id"] != float64(4) {
+		t.Fatalf("after save: %v", r)
+	}
+	c0.c.Close()
+	if st, err := os.Stat(saveFile); err != nil || st.Size() == 0 {
+		t.Errorf("save file: %v %v", st, err)
+	}
+	if len(asked) != 2 {
+		t.Errorf("Files asked %q", asked)
+	}
+
 	// quit is allowed (libxl 4.19's probe ends with it).
 	c := dialClient(t, path)
 	c.mustRecv()
