@@ -122,6 +122,16 @@ func dmCmd(args []string) int {
 		return ExitSetup
 	}
 	defer res.close()
+	// VNC viewers connect to dmsandbox, in the host's network namespace.
+	var vncLn net.Listener
+	var vncSrv *qmpproxy.VNCServer
+	if dm.VNCListen != nil {
+		if vncLn, vncSrv, err = listenVNC(dm.VNCListen); err != nil {
+			logf("domain %d: %v", dm.Domid, err)
+			return ExitSetup
+		}
+		defer vncLn.Close()
+	}
 	spec, err := dm.Spec(program, res.files, env)
 	if err != nil {
 		logf("domain %d: %v", dm.Domid, err)
@@ -151,7 +161,7 @@ func dmCmd(args []string) int {
 	proxy := qmpproxy.New(qmpproxy.Config{
 		Domid: uint32(dm.Domid),
 		Dial:  func() (net.Conn, error) { return net.Dial("unix", sb.State.QMPSocket) },
-		Hook:  hook, PTYs: res.ptys, Log: logf, Files: saveFile(dm.Domid),
+		Hook:  hook, PTYs: res.ptys, Log: logf, Files: saveFile(dm.Domid), VNC: vncSrv,
 	})
 	var serving sync.WaitGroup
 	for _, ln := range res.listeners {
@@ -163,11 +173,17 @@ func dmCmd(args []string) int {
 			}
 		}()
 	}
+	if vncLn != nil {
+		go serveVNC(vncLn, proxy, logf)
+	}
 	// 5. Until QEMU exits: SIGHUP (xl destroy), SIGTERM, SIGINT are
 	// forwarded; after dmStopGrace the cgroup is killed.
 	status := sb.Supervise(dmStopGrace)
 	for _, ln := range res.listeners {
 		ln.Close()
+	}
+	if vncLn != nil {
+		vncLn.Close()
 	}
 	serving.Wait()
 	if err := hook.close(); err != nil {

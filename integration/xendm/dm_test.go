@@ -12,6 +12,7 @@ package xendm
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -342,6 +343,68 @@ func TestLibxlContract(t *testing.T) {
 		t.Error("libxenstat socket left behind")
 	}
 	e.checkClean(t, "xen-dm-3", st.CgroupPaths)
+}
+
+// TestVNC: with "-vnc HOST:D,to=N" dmsandbox listens in the host's
+// namespace, hands each viewer to QEMU over the monitor, and query-vnc
+// tells libxl that port; QEMU itself gets "-vnc none".
+func TestVNC(t *testing.T) {
+	e := setup(t)
+	xenRun := filepath.Join(e.dir, "xen")
+	args := argv(t, "xen417-hvm1-plain", xenRun)
+	for i, a := range args {
+		if a == "-vnc" {
+			args[i+1] = "127.0.0.1:4000,to=4099" // ports 9900-9999, clear of real displays
+		}
+	}
+	d := e.start(t, e.fake, args, nil, "XEN_DOMAIN_ID=1")
+	q := dialQMPRetry(t, filepath.Join(xenRun, "qmp-libxl-1"))
+	r := q.do(`{"execute":"query-vnc","id":2}`)
+	q.c.Close()
+	ret, _ := r["return"].(map[string]any)
+	port, _ := ret["service"].(string)
+	if ret["enabled"] != true || ret["host"] != "127.0.0.1" || port == "" {
+		t.Fatalf("query-vnc %v", r)
+	}
+	v, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	v.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	greet := make([]byte, 12)
+	if _, err := io.ReadFull(v, greet); err != nil || string(greet) != "RFB 003.008\n" {
+		t.Errorf("viewer got %q, %v; log:\n%s", greet, err, d.text())
+	}
+	st, err := launcher.ReadState(e.cfg.RunDir, "xen-dm-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(st.Args, " "), "-vnc none") {
+		t.Errorf("QEMU's argv %q", st.Args)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	if code := d.wait(t); code != 0 {
+		t.Errorf("exit %d; log:\n%s", code, d.text())
+	}
+	if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", port)); err == nil {
+		c.Close()
+		t.Error("VNC port still listening after the device model ended")
+	}
+}
+
+// dialQMPRetry dials a QMP socket that appears once dmsandbox runs.
+func dialQMPRetry(t *testing.T, path string) *qmpClient {
+	t.Helper()
+	for i := 0; i < 300; i++ { // bounded wait for the socket, not a timing assertion
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return dialQMP(t, path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never appeared", path)
+	return nil
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }

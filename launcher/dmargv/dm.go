@@ -31,15 +31,28 @@ type DM struct {
 	// launcher listens on them and proxies to QEMU's management monitor.
 	Monitors []Monitor `json:"monitors"`
 	// Handed are what QEMU gets as fds FirstFD, FirstFD+1, ... in order.
-	Handed   []Handed `json:"handed"`
-	Disks    []string `json:"disks,omitempty"`   // host paths of -drive file=
-	Serials  []string `json:"serials,omitempty"` // -serial values as libxl gave them
-	VNC      string   `json:"vnc,omitempty"`
-	Incoming string   `json:"incoming,omitempty"` // as libxl gave it
+	Handed  []Handed `json:"handed"`
+	Disks   []string `json:"disks,omitempty"`   // host paths of -drive file=
+	Serials []string `json:"serials,omitempty"` // -serial values as libxl gave them
+	VNC     string   `json:"vnc,omitempty"`     // as libxl gave it
+	// VNCListen is where dmsandbox listens for VNC viewers on QEMU's
+	// behalf (nil: no VNC server, -vnc none).
+	VNCListen *VNCListen `json:"vnc_listen,omitempty"`
+	Incoming  string     `json:"incoming,omitempty"` // as libxl gave it
 	// Notes record every option dropped or changed, for the log.
 	Notes []Note `json:"notes,omitempty"`
 	// Args is QEMU's argv after translation (without argv[0]).
 	Args []string `json:"qemu_args"`
+}
+
+// VNCListen is a VNC listening address in the host's network namespace:
+// the first free port of Port..LastPort on Host. dmsandbox accepts there
+// and hands each viewer's connection to QEMU (QMP getfd + add_client),
+// whose VNC server runs with no listener of its own (-vnc none).
+type VNCListen struct {
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	LastPort int    `json:"last_port"`
 }
 
 // Monitor is one QMP chardev of libxl's.

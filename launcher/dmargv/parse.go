@@ -209,11 +209,7 @@ func (p *parser) option(o option, control, proxied map[string]bool) error {
 		}
 		p.keep(o)
 	case "vnc":
-		p.dm.VNC = o.Value
-		if o.Value != "none" {
-			p.note(o, "warning", "VNC listens in the sandbox's own network namespace: not reachable from the host")
-		}
-		p.keep(o)
+		return p.vnc(o)
 	case "display":
 		d, _ := parseOpts(o.Value, "type").get("type")
 		switch d {
@@ -331,6 +327,54 @@ const ptyWhy = "dmsandbox makes a pty in the host's devpts and relays it to QEMU
 // does not allow), and the label libxl looks for is unchanged.
 func ptyChardev(id string, fd int) string {
 	return opts{{Key: "backend", Value: "socket", Implied: true}, {Key: "id", Value: id}, {Key: "fd", Value: strconv.Itoa(fd)}}.String()
+}
+
+// vnc: libxl writes "-vnc HOST:DISPLAY[,password=on][,to=99]" (or
+// "none"). QEMU's own listener would be in the sandbox's network
+// namespace, unreachable, and its socket(AF_INET) is not in the seccomp
+// profile; so QEMU runs "-vnc none,..." (a VNC server without listener,
+// password and other options intact) and dmsandbox listens instead.
+func (p *parser) vnc(o option) error {
+	p.dm.VNC = o.Value
+	vo := parseOpts(o.Value, "vnc")
+	display, _ := vo.get("vnc")
+	if display == "none" {
+		p.keep(o)
+		return nil
+	}
+	for _, e := range vo {
+		switch e.Key {
+		case "websocket", "tls-creds", "tls-authz", "sasl", "sasl-authz", "x509", "x509verify", "acl", "reverse", "connections":
+			return refuse(o, e.Key+" is not supported for VNC in the sandbox yet")
+		}
+	}
+	i := strings.LastIndex(display, ":")
+	if i < 0 || strings.HasPrefix(display, "unix:") {
+		return refuse(o, "VNC needs HOST:DISPLAY (a unix socket would be inside the sandbox)")
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(display[:i], "["), "]")
+	n, err := strconv.Atoi(display[i+1:])
+	if err != nil || n < 0 || n > 65535-5900 {
+		return fmt.Errorf("%w: -vnc %s: bad display number", ErrNotDM, o.Value)
+	}
+	l := &VNCListen{Host: host, Port: 5900 + n, LastPort: 5900 + n}
+	if to, ok := vo.get("to"); ok {
+		m, err := strconv.Atoi(to)
+		if err != nil || m < n || m > 65535-5900 {
+			return fmt.Errorf("%w: -vnc %s: bad to=", ErrNotDM, o.Value)
+		}
+		l.LastPort = 5900 + m
+	}
+	p.dm.VNCListen = l
+	rest := opts{{Key: "vnc", Value: "none", Implied: true}}
+	for _, e := range vo[1:] {
+		if e.Key != "to" {
+			rest = append(rest, e)
+		}
+	}
+	p.dm.Args = append(p.dm.Args, o.Word, rest.String())
+	p.note(o, "translated", "dmsandbox listens for VNC viewers in the host's network namespace and hands each connection to QEMU")
+	return nil
 }
 
 // serial: "pty" is what xl's serial="pty" gives; libxl learns the pty's

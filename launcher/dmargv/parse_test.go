@@ -36,6 +36,8 @@ func TestRefused(t *testing.T) {
 		{withBase("-display", "sdl"), "display"},
 		{withBase("-readconfig", "/etc/qemu.cfg"), "config file"},
 		{withBase("/var/lib/xen/disk.img"), "positional"},
+		{withBase("-vnc", "unix:/tmp/vnc.sock"), "HOST:DISPLAY"},
+		{withBase("-vnc", "127.0.0.1:0,websocket=5700"), "websocket"},
 	} {
 		_, err := Parse(tc.argv)
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {

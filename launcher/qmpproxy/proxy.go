@@ -33,6 +33,8 @@ type Config struct {
 	// PTYs maps a chardev label (serial0) to the host pty libxl must be
 	// told in query-chardev's filename instead of the sandbox's.
 	PTYs map[string]string
+	// VNC, when set, is what query-vnc reports (vnc.go).
+	VNC *VNCServer
 	// Files opens the host file a state command names (statefile.go);
 	// nil refuses those commands.
 	Files func(command, filename string) (*os.File, error)
@@ -444,6 +446,10 @@ func (p *Proxy) fromQEMU(data []byte, pend *pending) ([]byte, bool, error) {
 				p.queryPCI(m.Return)
 			case "query-chardev":
 				if r := p.rewriteChardev(data); r != nil {
+					out = r
+				}
+			case "query-vnc":
+				if r := p.rewriteVNC(data); r != nil {
 					out = r
 				}
 			}

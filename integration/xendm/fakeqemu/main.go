@@ -7,7 +7,8 @@
 //   - serves QMP on the -chardev socket,fd=N of the management monitor:
 //     greeting, qmp_capabilities, query-status (prelaunch under -S),
 //     query-chardev (one "serial" chardev per -chardev serial,id=X),
-//     cont, quit; anything else gets CommandNotFound, like QEMU;
+//     cont, quit, query-vnc, getfd + add_client (greets the viewer as
+//     QEMU's VNC server does); anything else gets CommandNotFound;
 //   - reports on stderr what it was handed: for each -add-fd whether the
 //     fd is open, for each serial chardev that its fd is a socket; its
 //     uid, its NoNewPrivs and Seccomp lines;
@@ -143,6 +144,28 @@ func reportFD(opts string) {
 	fmt.Fprintf(os.Stderr, "fake-qemu: fd %d (%s) open tty=%v\n", fd, name, err == nil)
 }
 
+// fdReader reads the monitor connection and keeps the fds that arrive
+// with it (getfd).
+type fdReader struct {
+	c   *net.UnixConn
+	fds []int
+}
+
+func (r *fdReader) Read(p []byte) (int, error) {
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, _, _, err := r.c.ReadMsgUnix(p, oob)
+	if oobn > 0 {
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, m := range msgs {
+				if fds, err := unix.ParseUnixRights(&m); err == nil {
+					r.fds = append(r.fds, fds...)
+				}
+			}
+		}
+	}
+	return n, err
+}
+
 func statusLines() string {
 	data, _ := os.ReadFile("/proc/self/status")
 	var out []string
@@ -158,11 +181,16 @@ func serve(c net.Conn, paused *bool, serials []string, quit chan struct{}) {
 	defer c.Close()
 	w := func(v any) { b, _ := json.Marshal(v); c.Write(append(b, '\r', '\n')) }
 	w(map[string]any{"QMP": map[string]any{"version": map[string]any{"qemu": map[string]int{"major": 7, "minor": 2, "micro": 0}, "package": "fake"}, "capabilities": []string{}}})
-	dec := json.NewDecoder(bufio.NewReader(c))
+	fr := &fdReader{c: c.(*net.UnixConn)}
+	names := map[string]int{}
+	dec := json.NewDecoder(fr)
 	for {
 		var cmd struct {
-			Execute string          `json:"execute"`
-			ID      json.RawMessage `json:"id"`
+			Execute   string          `json:"execute"`
+			ID        json.RawMessage `json:"id"`
+			Arguments struct {
+				FDName string `json:"fdname"`
+			} `json:"arguments"`
 		}
 		if dec.Decode(&cmd) != nil {
 			return
@@ -184,6 +212,23 @@ func serve(c net.Conn, paused *bool, serials []string, quit chan struct{}) {
 				l = append(l, map[string]any{"label": s, "filename": "unix:", "frontend-open": true})
 			}
 			ret = l
+		case "getfd": // the fd came with the command (SCM_RIGHTS)
+			if len(fr.fds) == 0 {
+				w(map[string]any{"error": map[string]string{"class": "GenericError", "desc": "No file descriptor supplied via SCM_RIGHTS"}, "id": cmd.ID})
+				continue
+			}
+			names[cmd.Arguments.FDName], fr.fds = fr.fds[0], fr.fds[1:]
+		case "add_client": // like QEMU's VNC server: greet the viewer
+			fd, ok := names[cmd.Arguments.FDName]
+			if !ok {
+				w(map[string]any{"error": map[string]string{"class": "GenericError", "desc": "fd not found"}, "id": cmd.ID})
+				continue
+			}
+			delete(names, cmd.Arguments.FDName)
+			unix.Write(fd, []byte("RFB 003.008\n"))
+			unix.Close(fd)
+		case "query-vnc":
+			ret = map[string]any{"enabled": false}
 		case "quit":
 			w(map[string]any{"return": ret, "id": cmd.ID})
 			close(quit)
