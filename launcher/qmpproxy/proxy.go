@@ -156,6 +156,7 @@ type session struct {
 	client, qemu net.Conn
 	fromClient   chan frame
 	fromQEMU     chan frame
+	cfds         *fdConn // the client connection, when it can carry fds
 	readers      sync.WaitGroup
 }
 
@@ -215,7 +216,13 @@ func (s *session) run() {
 	s.fromClient, s.fromQEMU = make(chan frame), make(chan frame)
 	s.readers.Add(2)
 	go s.reader(s.qemu, cfg.MaxReply, s.fromQEMU, done)
-	go s.reader(s.client, cfg.MaxCommand, s.fromClient, done)
+	var clientIn io.Reader = s.client
+	if uc, ok := s.client.(*net.UnixConn); ok {
+		s.cfds = &fdConn{c: uc}
+		defer s.cfds.drop()
+		clientIn = s.cfds
+	}
+	go s.reader(clientIn, cfg.MaxCommand, s.fromClient, done)
 
 	// The greeting, passed on as QEMU sent it once it is checked.
 	t := time.NewTimer(cfg.ReplyTimeout)
@@ -258,6 +265,8 @@ func (s *session) run() {
 			p, reply := s.p.command(f.data)
 			if reply == nil && stateCommands[p.cmd.Execute] {
 				p, reply = s.p.withFile(p)
+			} else if reply == nil {
+				reply = s.attachClientFD(p)
 			}
 			if reply != nil {
 				if s.write(s.client, reply) != nil {

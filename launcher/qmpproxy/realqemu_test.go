@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -119,6 +120,49 @@ func TestRealQEMU(t *testing.T) {
 	if len(asked) != 2 {
 		t.Errorf("Files asked %q", asked)
 	}
+
+	// xl cd-insert: libxl sends the medium's fd with add-fd; a directory
+	// fd is refused (it would open the host's tree to QEMU).
+	c1 := dialClient(t, path)
+	c1.mustRecv()
+	c1.send(`{"execute":"qmp_capabilities","id":1}`)
+	c1.mustRecv()
+	iso, _ := os.CreateTemp(dir, "cd-*.iso")
+	defer iso.Close()
+	sendFD := func(cmd string, f *os.File) map[string]any {
+		uc := c1.c.(*net.UnixConn)
+		if _, _, err := uc.WriteMsgUnix([]byte(cmd+"\r\n"), syscall.UnixRights(int(f.Fd())), nil); err != nil {
+			t.Fatal(err)
+		}
+		return c1.mustRecv()
+	}
+	if r := sendFD(`{"execute":"add-fd","arguments":{"opaque":"cd"},"id":2}`, iso); errDesc(r) != "" {
+		t.Errorf("add-fd of a file: %v", r)
+	}
+	root, _ := os.Open("/")
+	defer root.Close()
+	if r := sendFD(`{"execute":"add-fd","arguments":{"opaque":"root"},"id":3}`, root); errDesc(r) == "" {
+		t.Errorf("add-fd of / accepted: %v", r)
+	}
+	c1.send(`{"execute":"query-fdsets","id":4}`)
+	r := c1.mustRecv()
+	sets, _ := r["return"].([]any)
+	n := 0
+	for _, s := range sets {
+		fds, _ := s.(map[string]any)["fds"].([]any)
+		for _, fd := range fds {
+			if fd.(map[string]any)["opaque"] == "root" {
+				t.Errorf("QEMU got the directory fd: %v", r)
+			}
+			if fd.(map[string]any)["opaque"] == "cd" {
+				n++
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("QEMU's fd sets %v", r)
+	}
+	c1.c.Close()
 
 	// quit is allowed (libxl 4.19's probe ends with it).
 	c := dialClient(t, path)

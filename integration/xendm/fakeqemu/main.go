@@ -154,6 +154,9 @@ type fdReader struct {
 func (r *fdReader) Read(p []byte) (int, error) {
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, _, _, err := r.c.ReadMsgUnix(p, oob)
+	if n < 0 {
+		n = 0
+	}
 	if oobn > 0 {
 		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
 			for _, m := range msgs {
