@@ -82,3 +82,25 @@ func (st State) Owner(b BDF) (string, bool) {
 	}
 	return r.Owner, true
 }
+
+// SetOwner records that domain owner holds b ("" when it gives it back),
+// so that a bus reset of a neighbour knows b is this domain's and not
+// another VMM's. It holds the device's lock, so it never races an
+// assignable-add or -remove of the same device; a record that is missing
+// is an ErrNoRecord-wrapping error.
+func (st State) SetOwner(b BDF, owner string) error {
+	unlock, err := st.lock(b)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	r, err := st.Load(b)
+	if err != nil {
+		return err
+	}
+	if r.Owner == owner {
+		return nil
+	}
+	r.Owner = owner
+	return st.Save(r)
+}

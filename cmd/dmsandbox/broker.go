@@ -93,7 +93,7 @@ func brokerRun(args []string) int {
 	root := fs.String("sysfs-root", "/", "root of /sys")
 	auditDir := fs.String("audit-dir", defaultAuditDir, "audit log directory")
 	stateDir := fs.String("state-dir", defaultBrokerState, "session state journals")
-	pciState := fs.String("pci-state-dir", pci.DefaultStateDir, "pci binding records (vfio)")
+	pciState := fs.String("pci-state-dir", pci.DefaultStateDir, "pci binding records (vfio creates them; owners marked while a domain holds a device)")
 	syslogCopy := fs.Bool("syslog", false, "copy audit records to syslog")
 	buffered := fs.Bool("buffered-audit", false, "do not fsync each audit record before replying (unsafe)")
 	seccompLog := fs.Bool("seccomp-log", false, "log instead of kill on calls the broker profile does not allow (discovery only)")
@@ -119,7 +119,8 @@ func brokerRun(args []string) int {
 		return ExitFailure
 	}
 	defer al.Close()
-	b, err := broker.New(broker.Config{Backend: be, Sysfs: pci.NewSysfs(*root), Audit: al, StateDir: *stateDir})
+	b, err := broker.New(broker.Config{Backend: be, Sysfs: pci.NewSysfs(*root), Audit: al, StateDir: *stateDir,
+		Records: &pci.State{Dir: *pciState}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmsandbox broker:", err)
 		return ExitConfig
@@ -229,7 +230,7 @@ func brokerTry(args []string) int {
 	}
 	auditDir := filepath.Join(tmp, "audit")
 	e, err := broker.NewEmbedded(broker.EmbeddedConfig{Backend: be, SysfsRoot: *root, AuditDir: auditDir,
-		StateDir: filepath.Join(tmp, "state"), AllowFake: true})
+		StateDir: filepath.Join(tmp, "state"), PCIStateDir: filepath.Join(tmp, "pci"), AllowFake: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmsandbox broker try:", err)
 		return ExitConfig

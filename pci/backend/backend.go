@@ -39,8 +39,10 @@ type Backend interface {
 	// to quarantine; it must succeed on a half-assigned device.
 	Assign(dom uint32, dev *pci.Device, g Grant) error
 	Release(dom uint32, dev *pci.Device) error
-	// Reset resets the device with the first method that applies.
-	Reset(dev *pci.Device) error
+	// Reset resets the device with the first method that applies. opt
+	// says which domain holds it and who holds its neighbours (a bus
+	// reset hits them too); the broker fills it in.
+	Reset(dev *pci.Device, opt pci.ResetOptions) error
 
 	ConfigRead(dev *pci.Device, off, size int) (uint32, error)
 	ConfigWrite(dev *pci.Device, off, size int, val uint32) error

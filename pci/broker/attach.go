@@ -65,6 +65,16 @@ func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
 		}
 		return fail(fmt.Errorf("broker: attach %s: %w", bdf, err))
 	}
+	// Mark the record before the session may use the device: from now
+	// on a bus reset of a neighbour sees it as this domain's.
+	if err := b.setOwner(bdf, ownerName(s.Domid)); err != nil {
+		if rerr := b.cfg.Backend.Release(s.Domid, dev); rerr != nil {
+			b.logf("release %s after failed owner record: %v", bdf, rerr)
+		} else {
+			s.journal.del(it)
+		}
+		return fail(fmt.Errorf("broker: attach %s: %w", bdf, err))
+	}
 	s.devs[bdf] = &sessionDevice{dev: dev, permissive: o.Permissive, writable: writableMask(dev, o.Permissive)}
 	s.live.add(it)
 	b.event(s, "attach", fmt.Sprintf("bdf=%s permissive=%v", bdf, o.Permissive))

@@ -38,6 +38,14 @@ type Config struct {
 	Sysfs    *pci.Sysfs
 	Audit    *audit.Log
 	StateDir string // state journals; created 0700
+	// Records are pci's binding records (pci.DefaultStateDir in
+	// production, the directory `dmsandbox pci assignable-add` and the
+	// vfio backend write). The broker marks a device's record with its
+	// domain while a session holds it, and tells resets who holds the
+	// neighbours, so that a bus reset is allowed when every device
+	// behind the bridge is idle or the same domain's. Nil: no records,
+	// and a bus reset beside any quarantined device is refused.
+	Records *pci.State
 	// AllowFake admits the fake backend. Only tests and `broker try` set
 	// it; a production config has no way to, so a broker that would
 	// pretend to do passthrough refuses to start.

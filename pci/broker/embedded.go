@@ -18,6 +18,9 @@ type EmbeddedConfig struct {
 	SysfsRoot string          // "/" if empty
 	AuditDir  string          // required
 	StateDir  string          // required; per launcher, e.g. /run/dmsandbox/dom7/broker
+	// PCIStateDir holds pci's binding records (Config.Records); empty:
+	// no records, bus resets beside quarantined devices refused.
+	PCIStateDir string
 	// Buffered turns the audit log's durable group commit off (records
 	// are synced every 100ms). Production leaves it false.
 	Buffered  bool
@@ -51,7 +54,12 @@ func NewEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := New(Config{Backend: cfg.Backend, Sysfs: pci.NewSysfs(cfg.SysfsRoot), Audit: al, StateDir: cfg.StateDir, AllowFake: cfg.AllowFake})
+	var records *pci.State
+	if cfg.PCIStateDir != "" {
+		records = &pci.State{Dir: cfg.PCIStateDir}
+	}
+	b, err := New(Config{Backend: cfg.Backend, Sysfs: pci.NewSysfs(cfg.SysfsRoot), Audit: al, StateDir: cfg.StateDir,
+		Records: records, AllowFake: cfg.AllowFake})
 	if err != nil {
 		al.Close()
 		return nil, err

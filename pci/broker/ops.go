@@ -373,7 +373,7 @@ func (s *Session) reset(r *Reset) (any, *refusal) {
 	if f != nil {
 		return nil, f
 	}
-	if err := s.b.cfg.Backend.Reset(sd.dev); err != nil {
+	if err := s.b.cfg.Backend.Reset(sd.dev, s.b.resetOptions(s.Domid)); err != nil {
 		return nil, backendErr("reset", err)
 	}
 	return nil, nil

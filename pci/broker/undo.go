@@ -39,12 +39,16 @@ func (b *Broker) undo(id uint64, domid uint32, peer Peer, plan []Item, dev func(
 				// Reset before quarantine so the next owner finds no
 				// state of this guest; a device without a reset method
 				// is still released, loudly.
-				if rerr := be.Reset(d); rerr != nil {
+				if rerr := be.Reset(d, b.resetOptions(domid)); rerr != nil {
 					b.auditUndo(id, domid, peer, "undo_reset", it, rerr)
 				} else {
 					b.auditUndo(id, domid, peer, "undo_reset", it, nil)
 				}
 				err = be.Release(domid, d)
+				// The device is back in quarantine: nobody's now.
+				if err == nil {
+					err = b.setOwner(d.BDF, "")
+				}
 			}
 		}
 		b.auditUndo(id, domid, peer, "undo", it, err)

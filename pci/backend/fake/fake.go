@@ -25,16 +25,18 @@ import (
 
 // Call is one recorded backend call.
 type Call struct {
-	Op    string `json:"op"`
-	Dom   uint32 `json:"dom"`
-	BDF   string `json:"bdf,omitempty"`
-	A     uint64 `json:"a,omitempty"` // op-specific arguments, see each method
-	B     uint64 `json:"b,omitempty"`
-	C     uint64 `json:"c,omitempty"`
-	D     uint64 `json:"d,omitempty"`
-	Add   bool   `json:"add,omitempty"`
-	Pirq  int    `json:"pirq,omitempty"`
-	Errno int    `json:"errno,omitempty"` // non-zero: the call was failed by injection
+	Op   string `json:"op"`
+	Dom  uint32 `json:"dom"`
+	BDF  string `json:"bdf,omitempty"`
+	A    uint64 `json:"a,omitempty"` // op-specific arguments, see each method
+	B    uint64 `json:"b,omitempty"`
+	C    uint64 `json:"c,omitempty"`
+	D    uint64 `json:"d,omitempty"`
+	Add  bool   `json:"add,omitempty"`
+	Pirq int    `json:"pirq,omitempty"`
+	// Domain is the owner a reset was asked for (ResetOptions.Domain).
+	Domain string `json:"domain,omitempty"`
+	Errno  int    `json:"errno,omitempty"` // non-zero: the call was failed by injection
 }
 
 // Backend is the fake. The zero value is not usable; use New.
@@ -257,11 +259,11 @@ func (b *Backend) Release(dom uint32, dev *pci.Device) error {
 }
 
 // Reset implements backend.Backend: drops the in-memory config writes.
-func (b *Backend) Reset(dev *pci.Device) error {
+func (b *Backend) Reset(dev *pci.Device, opt pci.ResetOptions) error {
 	b.mu.Lock()
 	delete(b.config, dev.BDF.String())
 	b.mu.Unlock()
-	return b.record(Call{Op: "reset", BDF: dev.BDF.String()})
+	return b.record(Call{Op: "reset", BDF: dev.BDF.String(), Domain: opt.Domain})
 }
 
 func (b *Backend) cfg(dev *pci.Device) ([]byte, error) {

@@ -131,8 +131,8 @@ func (b *Backend) Release(dom uint32, dev *pci.Device) error {
 // only when no other active device shares the bus). A bus reset is the
 // kernel's secondary bus reset, which is what VFIO_DEVICE_PCI_HOT_RESET
 // performs for a single-device bus.
-func (b *Backend) Reset(dev *pci.Device) error {
-	if _, err := b.o.Sysfs.Reset(dev.BDF, pci.ResetOptions{}); err != nil {
+func (b *Backend) Reset(dev *pci.Device, opt pci.ResetOptions) error {
+	if _, err := b.o.Sysfs.Reset(dev.BDF, opt); err != nil {
 		return fmt.Errorf("vfio backend: %w", err)
 	}
 	return nil

@@ -113,8 +113,8 @@ func (b *Backend) permit(dom uint32, dev *pci.Device, allow bool) error {
 }
 
 // Reset resets through sysfs in the pci package's order.
-func (b *Backend) Reset(dev *pci.Device) error {
-	if _, err := b.sysfs.Reset(dev.BDF, pci.ResetOptions{}); err != nil {
+func (b *Backend) Reset(dev *pci.Device, opt pci.ResetOptions) error {
+	if _, err := b.sysfs.Reset(dev.BDF, opt); err != nil {
 		return fmt.Errorf("xen backend: %w", err)
 	}
 	return nil
