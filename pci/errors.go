@@ -18,6 +18,9 @@ var (
 	ErrNoReset = errors.New("no reset method applies")
 	// ErrNoRecord: dmsandbox has no binding record for the device.
 	ErrNoRecord = errors.New("no binding record")
+	// ErrBadAccess: a config register access of the wrong size, not
+	// aligned, or outside the device's config space.
+	ErrBadAccess = errors.New("bad config space access")
 	// ErrTimeout: the kernel or the device did not answer in time.
 	ErrTimeout = errors.New("timed out")
 )

@@ -51,7 +51,7 @@ func (s *Sysfs) configReset(d *Device, method string, opt ResetOptions) error {
 			if d.Caps.AF.TP { // AF Status bit 0: transactions pending
 				s.waitClear(d.BDF, int64(d.Caps.AF.Offset)+4, 1<<8, opt)
 			}
-			if err := s.writeConfig(d.BDF, int64(d.Caps.AF.Offset)+4, []byte{afCtlFLR}); err != nil {
+			if err := s.WriteConfigReg(d.BDF, int(d.Caps.AF.Offset)+4, 1, afCtlFLR); err != nil {
 				return err
 			}
 			opt.Sleep(flrWait)
@@ -168,18 +168,12 @@ func (s *Sysfs) waitReady(b BDF, opt ResetOptions) error {
 }
 
 func (s *Sysfs) readConfig16(b BDF, off int64) (uint16, error) {
-	cfg, err := s.ReadConfig(b)
-	if err != nil {
-		return 0, err
-	}
-	if int(off)+2 > len(cfg) {
-		return 0, fmt.Errorf("%s config offset %#x beyond %d bytes: %w", b, off, len(cfg), ErrMalformed)
-	}
-	return le16(cfg, int(off)), nil
+	v, err := s.ReadConfigReg(b, int(off), 2)
+	return uint16(v), err
 }
 
 func (s *Sysfs) writeConfig16(b BDF, off int64, v uint16) error {
-	return s.writeConfig(b, off, []byte{byte(v), byte(v >> 8)})
+	return s.WriteConfigReg(b, int(off), 2, uint32(v))
 }
 
 func (s *Sysfs) writeConfig(b BDF, off int64, data []byte) error {

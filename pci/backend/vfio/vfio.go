@@ -37,7 +37,6 @@ type Options struct {
 type Backend struct {
 	o      Options
 	binder *pci.Binder
-	cfg    backend.SysfsConfig
 }
 
 // New returns a vfio backend.
@@ -54,8 +53,7 @@ func New(o Options) (*Backend, error) {
 	if o.Prlimit == nil {
 		o.Prlimit = prlimitMemlock
 	}
-	return &Backend{o: o, binder: &pci.Binder{Sysfs: o.Sysfs, State: pci.State{Dir: o.StateDir}, Deny: o.Deny},
-		cfg: backend.SysfsConfig{Sysfs: o.Sysfs}}, nil
+	return &Backend{o: o, binder: &pci.Binder{Sysfs: o.Sysfs, State: pci.State{Dir: o.StateDir}, Deny: o.Deny}}, nil
 }
 
 // Name implements backend.Backend.
@@ -140,12 +138,12 @@ func (b *Backend) Reset(dev *pci.Device, opt pci.ResetOptions) error {
 
 // ConfigRead implements backend.Backend.
 func (b *Backend) ConfigRead(dev *pci.Device, off, size int) (uint32, error) {
-	return b.cfg.Read(dev, off, size)
+	return b.o.Sysfs.ReadConfigReg(dev.BDF, off, size)
 }
 
 // ConfigWrite implements backend.Backend.
 func (b *Backend) ConfigWrite(dev *pci.Device, off, size int, val uint32) error {
-	return b.cfg.Write(dev, off, size, val)
+	return b.o.Sysfs.WriteConfigReg(dev.BDF, off, size, val)
 }
 
 func prlimitMemlock(pid int, bytes uint64) error {

@@ -1,6 +1,7 @@
 package vfio
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/dmsandbox/dmsandbox/pci"
 	"github.com/dmsandbox/dmsandbox/pci/backend"
+	"github.com/dmsandbox/dmsandbox/pci/pcifake"
 )
 
 // These tests run against a copy of the pci package's captured q35 tree
@@ -166,5 +168,38 @@ func TestNodesForTheLauncher(t *testing.T) {
 	dev.IOMMUGroup = -1
 	if _, err := b.Nodes(dev); err == nil {
 		t.Fatal("a device in no IOMMU group has VFIO nodes")
+	}
+}
+
+// TestConfigThroughPCIKernel: config space access goes through the pci
+// package's single-register API, so its writes pass the pci.Kernel seam
+// (a pcifake records them) and its bounds are checked there.
+func TestConfigThroughPCIKernel(t *testing.T) {
+	root := pcifake.CopyTree(t, captured)
+	k := pcifake.New(root)
+	sys := &pci.Sysfs{Root: root, Kernel: k}
+	b, err := New(Options{Sysfs: sys, DevRoot: t.TempDir(), StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := sys.Device(e1000e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.ConfigRead(dev, 0, 4); err != nil || v != 0x10d38086 {
+		t.Fatalf("read %#x, %v", v, err)
+	}
+	if err := b.ConfigWrite(dev, 0x3c, 1, 0x0b); err != nil {
+		t.Fatal(err)
+	}
+	ws := k.Writes()
+	if len(ws) != 1 || ws[0].String() != "sys/bus/pci/devices/0000:00:04.0/config@0x3c=0b" {
+		t.Fatalf("writes %v", ws)
+	}
+	if v, err := b.ConfigRead(dev, 0x3c, 1); err != nil || v != 0x0b {
+		t.Fatalf("read back %#x, %v", v, err)
+	}
+	if err := b.ConfigWrite(dev, 0x3d, 2, 0); !errors.Is(err, pci.ErrBadAccess) {
+		t.Fatalf("unaligned: %v", err)
 	}
 }

@@ -28,7 +28,6 @@ type Backend struct {
 	mu    sync.Mutex
 	xch   *C.xc_interface // owned; closed by Close
 	sysfs *pci.Sysfs
-	cfg   backend.SysfsConfig
 }
 
 // New opens libxenctrl (needs /dev/xen/privcmd, i.e. dom0 root).
@@ -37,7 +36,7 @@ func New(sysfs *pci.Sysfs) (backend.Backend, error) {
 	if xch == nil {
 		return nil, fmt.Errorf("xen backend: xc_interface_open: %w", errOr(err))
 	}
-	return &Backend{xch: xch, sysfs: sysfs, cfg: backend.SysfsConfig{Sysfs: sysfs}}, nil
+	return &Backend{xch: xch, sysfs: sysfs}, nil
 }
 
 func errOr(err error) error {
@@ -122,12 +121,12 @@ func (b *Backend) Reset(dev *pci.Device, opt pci.ResetOptions) error {
 
 // ConfigRead implements backend.Backend.
 func (b *Backend) ConfigRead(dev *pci.Device, off, size int) (uint32, error) {
-	return b.cfg.Read(dev, off, size)
+	return b.sysfs.ReadConfigReg(dev.BDF, off, size)
 }
 
 // ConfigWrite implements backend.Backend.
 func (b *Backend) ConfigWrite(dev *pci.Device, off, size int, val uint32) error {
-	return b.cfg.Write(dev, off, size, val)
+	return b.sysfs.WriteConfigReg(dev.BDF, off, size, val)
 }
 
 // MemoryMapping calls xc_domain_memory_mapping.
