@@ -1,6 +1,10 @@
 package pci
 
-import "testing"
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
 
 // FuzzParseCapabilities: config space is device-controlled. Whatever the
 // bytes, the parser returns, never panics, and what it returns is
@@ -47,6 +51,28 @@ func FuzzParseResource(f *testing.F) {
 		}
 		if rom != nil && (rom.Index != romIndex || rom.Size == 0) {
 			t.Fatalf("rom %+v", rom)
+		}
+	})
+}
+
+// FuzzParseMountinfo: mount points and sources in mountinfo are chosen by
+// whoever mounted. Whatever the text, the parser returns, never panics,
+// and every mount it returns came from a line with a "-" separator.
+// Seeds: testdata/fuzz/FuzzParseMountinfo (this machine's and the rig's
+// shapes, escapes, optional fields, truncated lines).
+func FuzzParseMountinfo(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ms, err := ParseMountinfo(data)
+		if err != nil {
+			return
+		}
+		if len(ms) > 0 && !bytes.Contains(data, []byte(" - ")) {
+			t.Fatalf("mounts %v without a separator", ms)
+		}
+		for _, m := range ms {
+			if !strings.Contains(m.Dev, ":") || m.FSType == "" {
+				t.Fatalf("mount %+v", m)
+			}
 		}
 	})
 }

@@ -129,15 +129,26 @@ func (s *Sysfs) assignableAlone(d *Device, to Stub, deny DenyList) error {
 	if d.Bridge {
 		return refuse("is a PCI bridge (header type %d)", d.HeaderType)
 	}
-	// Host bridges and ISA/LPC bridges are the chipset itself.
-	switch d.Class >> 8 {
-	case 0x0600:
-		return refuse("is a host bridge (class %06x)", d.Class)
-	case 0x0601:
-		return refuse("is an ISA/LPC bridge (class %06x)", d.Class)
+	// Host bridges, ISA/LPC bridges, interrupt/DMA/timer controllers,
+	// the IOMMU: the chipset itself.
+	if what, ok := platformClasses[uint16(d.Class>>8)]; ok {
+		return refuse("is the platform's %s (class %06x)", what, d.Class)
 	}
 	if r, ok := deny.Match(d); ok {
 		return refuse("on the deny list (%s)", r.Text)
+	}
+	// A group is one unit of DMA isolation: a device sharing one with
+	// the chipset cannot be isolated from it (the ICH9's 00:1f.x
+	// functions share the LPC bridge's group), and VFIO would need the
+	// chipset on vfio-pci too.
+	if p, err := s.platformInGroup(d); err != nil {
+		return err
+	} else if p != "" {
+		return refuse("iommu group %d holds %s: the platform cannot be given away with it", d.IOMMUGroup, p)
+	}
+	// The host's own storage, 9p root and console (docs/pci.md).
+	if _, err := s.InUse(d); err != nil {
+		return err
 	}
 	if to == StubVFIO {
 		// VFIO isolates by IOMMU group; without one there is no DMA

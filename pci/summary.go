@@ -14,6 +14,8 @@ type Summary struct {
 	Assignable bool   `json:"assignable"`
 	Stub       Stub   `json:"stub"`
 	WhyNot     string `json:"why_not,omitempty"`
+	// Warnings do not refuse but deserve a look (an interface that is up).
+	Warnings []string `json:"warnings,omitempty"`
 	// Reset is the reset plan: every method and whether it applies.
 	Reset []Verdict `json:"reset"`
 	// GroupMembers are the devices in the same IOMMU group (itself included).
@@ -37,6 +39,7 @@ func (s *Sysfs) Summarize(d *Device, to Stub, deny DenyList, st *State) *Summary
 		sum.WhyNot = Reason(err, d.BDF)
 	} else {
 		sum.Assignable = true
+		sum.Warnings, _ = s.InUse(d)
 	}
 	opt := ResetOptions{Owner: owner}
 	if sum.Record != nil {

@@ -29,6 +29,9 @@ type Sysfs struct {
 	// records each write and simulates the kernel's reaction on a
 	// captured tree (see fakekernel_test.go).
 	Kernel Kernel
+	// Proc is the root of /proc (mountinfo, swaps: whether the host uses
+	// a device); "" means Root/proc, which a captured tree carries too.
+	Proc string
 }
 
 // NewSysfs returns a Sysfs rooted at root ("/" for the running host).

@@ -285,6 +285,8 @@ func pciLs(s *pci.Sysfs, stub pci.Stub, deny pci.DenyList, st pci.State, fl pciF
 			assign := "yes"
 			if !x.Assignable {
 				assign = "no: " + x.WhyNot
+			} else if len(x.Warnings) > 0 {
+				assign = "yes, but " + strings.Join(x.Warnings, "; ")
 			}
 			fmt.Fprintf(w, "%s\t%04x:%04x\t%s\t%s\t%s\t%s\t%s\n", x.BDF, x.Vendor, x.DeviceID, x.ClassName,
 				orDash(x.Driver), group, orDash(strings.Join(x.ResetMethodsApplicable(), ",")), assign)
@@ -369,6 +371,9 @@ func pciShow(s *pci.Sysfs, b pci.BDF, stub pci.Stub, deny pci.DenyList, st pci.S
 	}
 	if x.Assignable {
 		fmt.Fprintf(w, "assignable (%s)\tyes\n", stub)
+		for _, warn := range x.Warnings {
+			fmt.Fprintf(w, "warning\t%s\n", warn)
+		}
 	} else {
 		fmt.Fprintf(w, "assignable (%s)\tno: %s\n", stub, x.WhyNot)
 	}
