@@ -11,7 +11,8 @@ import (
 )
 
 // TestXenRigDM: in dom0 of a nested Xen 4.17, `xl create` HVM guests
-// whose device_model_override is dmsandbox (plain, then dm_restrict=1):
+// whose device_model_override is dmsandbox (hvm1 with VNC, hvm2 with
+// dm_restrict=1):
 // the guest runs hvmloader/SeaBIOS, QEMU is confined (checked from dom0),
 // and `xl destroy` leaves no process and no run directory. Opt-in: it
 // needs up to two TCG boots of Xen (RIGS.md: 15-90 s each).
@@ -55,6 +56,11 @@ func TestXenRigDM(t *testing.T) {
 	if os.Getenv("DMSANDBOX_XEN_RIG_SECCOMP_LOG") != "" {
 		env["SECCOMP_LOG"] = "1"
 	}
+	// ... and with DMSANDBOX_XEN_RIG_STRACE=1, every ioctl request QEMU
+	// makes is checked against the profile (slow: strace -f).
+	if os.Getenv("DMSANDBOX_XEN_RIG_STRACE") != "" {
+		env["STRACE_IOCTLS"] = "1"
+	}
 	r := &Rig{Script: dom0Script, Env: env, WorkDir: filepath.Join(dir, "work"), Logf: t.Logf}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -95,6 +101,7 @@ mkdir -p /var/lib/xen /var/log/xen /run/xen /run/xenstored /var/lib/xenstored
 [ -L /var/run ] || fail "/var/run is not a symlink to /run"
 for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-pciback; do modprobe $m || echo "modprobe $m failed"; done
 mount -t xenfs xenfs /proc/xen || fail "xenfs"
+ip link set lo up # VNC viewers connect over loopback
 grep -q control_d /proc/xen/capabilities || fail "not dom0"
 $XB/xenstored --pid-file /run/xenstored.pid || fail "xenstored"
 for i in $(seq 1 100); do [ -S /run/xenstored/socket ] && break; sleep 0.1; done
@@ -105,6 +112,7 @@ echo "xen-qemuuser-shared:x:996:996::/nonexistent:/usr/sbin/nologin" >> /etc/pas
 echo "xen-qemuuser-shared:x:996:" >> /etc/group
 $DMSANDBOX check || true
 if [ -n "${SECCOMP_LOG:-}" ]; then
+	export DMSANDBOX_TRACE=1 # per-step launch times in the qemu-dm log
 	echo '{"version": 1, "seccomp_log": true}' > /run/dmsandbox-config.json
 	export DMSANDBOX_CONFIG=/run/dmsandbox-config.json
 	echo "XENRIG: seccomp in log mode (discovery run)"
@@ -112,6 +120,14 @@ fi
 # What the qemu-xen profile logged (log mode) or killed: the seccomp
 # package's own proposal from the kernel's records.
 seccomp_report() { dmesg | grep -q 'type=1326' && { echo "--- seccomp records (qemu-xen):"; dmesg | $DMSANDBOX seccomp propose -profile qemu-xen; }; true; }
+
+# Warm the launcher's root cache: the first start in a fresh dom0 copies
+# QEMU's closure out of the 9p share, which under TCG can take most of
+# libxl's fixed 60 s device model timeout. QEMU fails at once here (no
+# domain 32000): only the root is wanted.
+t0=$(date +%s)
+$DMSANDBOX -xen-domid 32000 -machine xenfv -nodefaults -display none -vnc none >/dev/null 2>&1
+echo "root cache warmed in $(( $(date +%s) - t0 )) s"
 
 guest() { # name extra-config
 	cat > /run/$1.cfg <<CFG
@@ -121,7 +137,7 @@ memory = 64
 vcpus = 1
 device_model_version = "qemu-xen"
 device_model_override = "$DMSANDBOX"
-vnc = 0
+vnc = ${VNC:-0}
 sdl = 0
 serial = "pty"
 boot = "c"
@@ -130,18 +146,18 @@ vif = [ ]
 on_crash = "preserve"
 $2
 CFG
-	if [ -n "${SECCOMP_LOG:-}" ] && [ -x /usr/bin/strace ]; then
+	if [ -n "${STRACE_IOCTLS:-}" ] && [ -x /usr/bin/strace ]; then
 		# Discovery: every ioctl request the device model makes, each
 		# checked against the profile (seccomp records carry no arguments).
 		# -D: strace detaches, so xl create returns although its
 		# daemonized child and the device model stay traced.
-		strace -D -f -qq -e trace=ioctl -e raw=ioctl -o /run/strace-$1.txt $XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
+		strace -D -f -qq -e trace=ioctl -e raw=ioctl -o /run/strace-$1.txt timeout 90 $XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
 		grep -o 'ioctl(0x[0-9a-f]*, 0x[0-9a-f]*' /run/strace-$1.txt | sed 's/ioctl(//; s/,//' | sort -u | while read fd req; do
 			v=$($DMSANDBOX seccomp check qemu-xen ioctl $((fd)) $req 2>&1 | head -1)
 			[ "$v" = allow ] || echo "ioctl $req (fd $((fd))): $v under qemu-xen"
 		done
 	else
-		$XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
+		timeout 90 $XB/xl -vvv create /run/$1.cfg > $RIG_OUT/xl-create-$1.log 2>&1 || { tail -40 $RIG_OUT/xl-create-$1.log; fail "xl create $1"; }
 	fi
 	ok "xl create $1"
 	domid=$($XB/xl domid $1) || fail "domid $1"
@@ -159,6 +175,13 @@ CFG
 	$XB/xl dmesg | grep "(d$domid)" | head -5
 	$XB/xl dmesg | grep -q "(d$domid) HVM Loader" || fail "$1: no hvmloader output"
 	ok "$1 runs hvmloader"
+	if [ "${VNC:-0}" = 1 ]; then
+		port=$(xenstore-read /local/domain/$domid/console/vnc-port) || fail "$1: no vnc-port in xenstore"
+		exec 3<>/dev/tcp/127.0.0.1/$port || fail "$1: VNC port $port not listening"
+		greet=$(head -c 12 <&3); exec 3<&-
+		[ "$greet" = "RFB 003.008" ] || fail "$1: VNC greeting '$greet'"
+		ok "$1 VNC on port $port"
+	fi
 	$XB/xl destroy $1 || fail "xl destroy $1"
 	for i in $(seq 1 50); do [ -e /run/dmsandbox/xen-dm-$domid ] || break; sleep 0.2; done
 	[ ! -e /run/dmsandbox/xen-dm-$domid ] || fail "$1: run directory left"
@@ -167,7 +190,7 @@ CFG
 	ok "$1 destroyed, nothing left"
 	cp /var/log/xen/qemu-dm-$1.log $RIG_OUT/ 2>/dev/null
 }
-guest hvm1 ""
+VNC=1 guest hvm1 ""
 guest hvm2 "dm_restrict = 1"
 seccomp_report
 echo XENRIG-DONE
