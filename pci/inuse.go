@@ -40,10 +40,14 @@ func (s *Sysfs) procPath(elem ...string) string {
 	return filepath.Join(append([]string{p}, elem...)...)
 }
 
+// p9 is a virtio 9p transport: its mount tag and the driver of its
+// virtio device (9pnet_virtio when a 9p client may use it).
+type p9 struct{ tag, driver, dev string }
+
 // subtree is what the walk of a device's directory found.
 type subtree struct {
 	blocks  map[string]string // block device name -> "major:minor"
-	tags    []string          // 9p mount tags
+	tags    []p9              // virtio 9p transports
 	nets    []string          // interface directories
 	realDir string
 }
@@ -75,7 +79,8 @@ func (s *Sysfs) walkDevice(b BDF) (*subtree, error) {
 		}
 		if e.Name() == "mount_tag" && e.Type().IsRegular() {
 			if tag, err := readBounded(p, maxAttr); err == nil {
-				t.tags = append(t.tags, strings.TrimRight(string(tag), "\x00\n "))
+				drv, _ := linkBase(filepath.Join(filepath.Dir(p), "driver"))
+				t.tags = append(t.tags, p9{tag: strings.TrimRight(string(tag), "\x00\n "), driver: drv, dev: filepath.Base(filepath.Dir(p))})
 			}
 		}
 		return nil
@@ -140,11 +145,22 @@ func (s *Sysfs) InUse(d *Device) (warnings []string, refusal error) {
 				}
 			}
 			if m.FSType == "9p" {
-				for _, tag := range t.tags {
-					if m.Source == tag {
-						return nil, refuse("its virtio 9p share %q is mounted on %s", tag, m.MountPoint)
+				for _, p := range t.tags {
+					if m.Source == p.tag {
+						return nil, refuse("its virtio 9p share %q is mounted on %s", p.tag, m.MountPoint)
 					}
 				}
+			}
+		}
+		// A 9p mount can be out of this process's sight: outside its
+		// root (the rig's L1 root is an overlay on a 9p share mounted
+		// before switch_root) or in another mount namespace. And
+		// unbinding a transport in use hangs in the kernel (the virtio
+		// 9p remove waits for the channel). So a transport the 9p
+		// client holds is refused even when no mount is visible.
+		for _, p := range t.tags {
+			if p.driver == "9pnet_virtio" {
+				return nil, refuse("its virtio 9p share %q is held by 9pnet_virtio (%s): a mount of it may be outside this mount namespace's view; unbind %s from 9pnet_virtio first if it is truly unused", p.tag, p.dev, p.dev)
 			}
 		}
 		if swaps, err := readBounded(s.procPath("swaps"), maxMountinfo); err == nil {

@@ -109,6 +109,16 @@ func TestAssignableInUseFake(t *testing.T) {
 			t.Errorf("%s warnings %v", b, sum.Warnings)
 		}
 	}
+	// A transport the 9p client holds, with no mount in sight (the rig's
+	// root: mounted before switch_root, outside this root).
+	p9dev, _ := filepath.EvalSymlinks(s.DevicePath(mustBDF(t, "0000:00:08.0")))
+	must(t, os.MkdirAll(filepath.Join(s.Root, "sys/bus/virtio/drivers/9pnet_virtio"), 0o755))
+	rel, _ := filepath.Rel(filepath.Join(p9dev, "virtio1"), filepath.Join(s.Root, "sys/bus/virtio/drivers/9pnet_virtio"))
+	must(t, os.Symlink(rel, filepath.Join(p9dev, "virtio1/driver")))
+	d08, _ := s.Device(mustBDF(t, "0000:00:08.0"))
+	if err := s.Assignable(d08, StubVFIO, nil); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `its virtio 9p share "results" is held by 9pnet_virtio (virtio1)`) {
+		t.Fatalf("held 9p transport: %v", err)
+	}
 	// Swap on vda2.
 	must(t, os.WriteFile(filepath.Join(s.Root, "proc/swaps"), []byte("Filename\tType\tSize\tUsed\tPriority\n/dev/vda2 partition 1024 0 -2\n"), 0o644))
 	d, _ := s.Device(mustBDF(t, "0000:00:06.0"))
