@@ -112,3 +112,15 @@ func TestDeviceRulesExactNodes(t *testing.T) {
 		t.Fatalf("first rule must deny all: %+v", first)
 	}
 }
+
+func TestFirstFileFD(t *testing.T) {
+	if fd := FirstFileFD(Spec{Program: "/usr/bin/qemu-system-x86_64"}); fd != 4 {
+		t.Fatalf("QEMU: files from fd %d, want 4 (3 is the QMP socket)", fd)
+	}
+	if fd := FirstFileFD(Spec{Program: "/usr/bin/qemu-system-x86_64", NoQMP: true}); fd != 3 {
+		t.Fatalf("QEMU without QMP: files from fd %d, want 3", fd)
+	}
+	if fd := FirstFileFD(Spec{Program: "/bin/true"}); fd != 3 {
+		t.Fatalf("non-QEMU: files from fd %d, want 3", fd)
+	}
+}

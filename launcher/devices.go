@@ -20,7 +20,10 @@ var baseDevices = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
 var profileDevices = map[string][]string{
 	"qemu-kvm":  {"/dev/kvm"},
 	"qemu-vfio": {"/dev/kvm", "/dev/vfio/vfio"},
-	"qemu-xen":  {"/dev/xen/privcmd", "/dev/xen/evtchn", "/dev/xen/gntdev", "/dev/xen/gntalloc", "/dev/xen/xenbus"},
+	// hypercall: libxencall takes its hypercall buffers from it; without
+	// it, it locks memory, which fails under dm_restrict's memlock 0.
+	"qemu-xen": {"/dev/xen/privcmd", "/dev/xen/evtchn", "/dev/xen/gntdev", "/dev/xen/gntalloc", "/dev/xen/xenbus",
+		"/dev/xen/hypercall"},
 }
 
 // devNode is a host device node to expose in the sandbox's /dev.

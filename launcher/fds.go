@@ -19,6 +19,15 @@ import (
 // fd is created and closed by Start. Every other fd of the launcher is
 // O_CLOEXEC (Go's default) and runc's init closes all fds above the
 // handed ones before execve, so nothing else leaks in.
+// FirstFileFD is the fd the program gets Spec.Files[0] as: 4 when the
+// management QMP socket takes fd 3 (a QEMU without NoQMP), else 3.
+func FirstFileFD(spec Spec) int {
+	if isQEMU(spec.Program) && !spec.NoQMP {
+		return 4
+	}
+	return 3
+}
+
 type handover struct {
 	files []*os.File // fds 3.. in order
 	names []string   // parallel to files

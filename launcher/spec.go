@@ -32,8 +32,9 @@ type Spec struct {
 	Env []string
 	// Profile is the seccomp profile; empty means the config's.
 	Profile string
-	// Files are handed to the program as fds 3, 4, ... in this order (see
-	// fds.go). The launcher keeps ownership and closes them after start.
+	// Files are handed to the program as fds FirstFileFD(spec), ... in
+	// this order (see fds.go). The caller keeps ownership: it may close
+	// them once Start returns (the program has its own copies).
 	Files []HandedFile
 	// ExtraDevices are host device nodes exposed besides the profile's.
 	ExtraDevices []string

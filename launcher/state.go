@@ -205,6 +205,11 @@ func sweepStale(runDir, except string, log io.Writer) {
 		if !e.IsDir() || name == except || !validName(name) {
 			continue
 		}
+		// Only directories with a record are sandboxes; an empty one is
+		// removed when its name is next started.
+		if _, err := os.Stat(statePath(runDir, name)); err != nil {
+			continue
+		}
 		lock, err := lockFile(filepath.Join(runDir, name+".lock"))
 		if err != nil {
 			continue // live (or starting): not ours
