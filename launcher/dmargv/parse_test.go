@@ -2,6 +2,7 @@ package dmargv
 
 import (
 	"errors"
+	"github.com/dmsandbox/dmsandbox/launcher"
 	"os"
 	"reflect"
 	"strings"
@@ -132,5 +133,13 @@ func TestOptsRoundTrip(t *testing.T) {
 		if got := parseOpts(s, "backend").String(); got != s {
 			t.Errorf("round trip %q -> %q", s, got)
 		}
+	}
+}
+
+// The argv this package writes names fds from FirstFD on; the launcher
+// hands Spec.Files from FirstFileFD on. They must agree.
+func TestFirstFDMatchesLauncher(t *testing.T) {
+	if got := launcher.FirstFileFD(launcher.Spec{Program: "/usr/libexec/xen-qemu-system-i386"}); got != FirstFD {
+		t.Fatalf("dmargv.FirstFD %d, launcher hands files from %d", FirstFD, got)
 	}
 }
