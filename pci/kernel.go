@@ -32,7 +32,7 @@ func (realKernel) WriteAttr(path string, data []byte) error {
 	_, werr := f.Write(data)
 	cerr := f.Close()
 	if werr != nil {
-		return fmt.Errorf("write %s: %w", path, werr)
+		return werr // an *os.PathError: "write PATH: errno"
 	}
 	return cerr
 }
