@@ -34,6 +34,7 @@ deps:
 # (real QEMU, cgroups, seccomp; root), vet and gofmt.
 test: deps build lint build-xen
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -timeout 40m ./...
+	$(MAKE) test-xen
 
 test-unit: build
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -short -count=1 ./...
