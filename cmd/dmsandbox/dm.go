@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"sync"
 	"syscall"
 	"time"
@@ -30,9 +31,6 @@ const (
 )
 
 const defaultConfigPath = "/etc/dmsandbox/config.json"
-
-// xenHypercallDev is not among the launcher's qemu-xen device nodes yet.
-const xenHypercallDev = "/dev/xen/hypercall"
 
 // xenQEMUPaths are where distributions install the Xen device model:
 // Debian's qemu-system-xen, then Xen's own default QEMU_XEN_PATH.
@@ -137,15 +135,15 @@ func dmCmd(args []string) int {
 		logf("domain %d: %v", dm.Domid, err)
 		return ExitSetup
 	}
-	// libxencall takes its hypercall buffers from /dev/xen/hypercall when
-	// it can; without it, it mlocks anonymous memory, which fails under
-	// the RLIMIT_MEMLOCK of 0 libxl sets for dm_restrict (measured in the
-	// Xen rig: "alloc_pages: mmap(...) [nobufdev] failed").
-	if _, err := os.Stat(xenHypercallDev); err == nil {
-		spec.ExtraDevices = append(spec.ExtraDevices, xenHypercallDev)
-	}
-	// 3. The sandbox. QEMU's stdio is ours: libxl's log.
-	l := &launcher.Launcher{Config: cfg, Stdout: os.Stdout, Stderr: os.Stderr, Log: os.Stderr}
+	// (/dev/xen/hypercall, where libxencall takes its hypercall buffers
+	// instead of mlocking memory under dm_restrict's RLIMIT_MEMLOCK 0, is
+	// in the qemu-xen profile's device list: launcher/devices.go.)
+	// 3. The sandbox. QEMU's stdio is ours: libxl's log. Signals are
+	// caught from here on: an `xl destroy` (SIGHUP) while QEMU is still
+	// starting tears the sandbox down instead of killing this process.
+	sigs := launcher.NotifySignals()
+	defer signal.Stop(sigs)
+	l := &launcher.Launcher{Config: cfg, Stdout: os.Stdout, Stderr: os.Stderr, Log: os.Stderr, Signals: sigs}
 	sb, err := l.Start(spec)
 	res.closeFiles() // QEMU has its copies (or never will)
 	if err != nil {
@@ -178,7 +176,7 @@ func dmCmd(args []string) int {
 	}
 	// 5. Until QEMU exits: SIGHUP (xl destroy), SIGTERM, SIGINT are
 	// forwarded; after dmStopGrace the cgroup is killed.
-	status := sb.Supervise(dmStopGrace)
+	status := sb.SuperviseSignals(sigs, dmStopGrace)
 	for _, ln := range res.listeners {
 		ln.Close()
 	}
