@@ -22,6 +22,11 @@ func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
 	if err != nil {
 		return err
 	}
+	b.authMu.Lock()
+	defer b.authMu.Unlock()
+	if err := b.checkAuthorized(s, bdf); err != nil {
+		return err
+	}
 	dev, err := b.cfg.Sysfs.Device(bdf)
 	if err != nil {
 		return fmt.Errorf("broker: attach %s: %w", bdf, err)

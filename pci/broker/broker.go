@@ -7,7 +7,8 @@
 //
 // Shape:
 //
-//	control channel (JSON, root, SO_PEERCRED) ── open/close session, attach/detach
+//	control channel (JSON, root, SO_PEERCRED) ── open/close session, attach/detach,
+//	        │                                     authorize/deauthorize by domid (authz.go)
 //	        │
 //	        ▼
 //	   Broker ── sessions ── Session (one per domain; SOCK_SEQPACKET fd to QEMU)
@@ -51,6 +52,15 @@ type Config struct {
 	// pretend to do passthrough refuses to start.
 	AllowFake bool
 	Logger    *log.Logger
+	// RequireAuthorization makes Attach refuse (EACCES, audited) any
+	// device not pre-authorised for the session's domain (Authorize;
+	// `dmsandbox attach`). Off: Attach as before, authorisations are
+	// only recorded.
+	RequireAuthorization bool
+	// AuthorizationsFile is where authorisations persist; empty:
+	// StateDir/authorizations.json. An embedded broker points it at the
+	// daemon's file to honour the site's authorisations.
+	AuthorizationsFile string
 }
 
 // Sentinel errors of the control API.
@@ -70,6 +80,9 @@ type Broker struct {
 	byDomid  map[uint32]*Session
 	owner    map[pci.BDF]uint64 // device → session holding it (global exclusivity)
 	nextID   uint64
+
+	authMu sync.Mutex // outermost: held by Attach and (de)authorisation (authz.go)
+	auth   map[pci.BDF]Authorization
 }
 
 // New checks cfg, finishes what a killed broker left (Recover) and
@@ -99,6 +112,9 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.nextID = last
+	if b.auth, err = loadAuthz(b.authzPath()); err != nil {
+		return nil, err
+	}
 	if err := b.recover(); err != nil {
 		return nil, err
 	}

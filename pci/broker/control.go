@@ -29,13 +29,23 @@ import (
 // Sessions belong to the control connection that opened them: only it
 // may attach, detach or close them, and when it ends (the launcher
 // exited or was killed) its sessions are closed and undone.
+//
+// Pre-authorisation is keyed by domid, not by session, and outlives
+// connections and broker restarts (authz.go):
+//
+//	hotplug script / admin                    broker daemon
+//	   {"op":"authorize","domid":7,"bdf":"0000:03:00.0"}   ──▶ stored (fsync'd), audited
+//	                                      ◀── {"ok":true}
+//	   {"op":"deauthorize","domid":7,"bdf":"0000:03:00.0"} ──▶ dropped; detached if dom 7's session holds it
+//	   {"op":"authorizations","domid":7}  ──▶ (domid 0 or absent: all)
+//	                                      ◀── {"ok":true,"authorizations":[...]}
 
 // DefaultControlSocket is where the daemon listens.
 const DefaultControlSocket = "/run/dmsandbox/broker.sock"
 
 // ControlRequest is one control message.
 type ControlRequest struct {
-	Op      string         `json:"op"` // open, attach, detach, close, list
+	Op      string         `json:"op"` // open, attach, detach, close, list, authorize, deauthorize, authorizations
 	Domid   uint32         `json:"domid,omitempty"`
 	Session uint64         `json:"session,omitempty"`
 	BDF     string         `json:"bdf,omitempty"`
@@ -48,6 +58,9 @@ type ControlReply struct {
 	Error    string        `json:"error,omitempty"`
 	Session  uint64        `json:"session,omitempty"`
 	Sessions []SessionInfo `json:"sessions,omitempty"`
+	// Authorizations answers "authorizations" (an empty list is
+	// omitted).
+	Authorizations []Authorization `json:"authorizations,omitempty"`
 }
 
 const maxControlMsg = 64 << 10
@@ -203,6 +216,8 @@ func (b *Broker) control(req ControlRequest, peer Peer, owned map[uint64]bool) (
 		}
 	case "list":
 		return ControlReply{OK: true, Sessions: b.Sessions()}, nil
+	case "authorize", "deauthorize", "authorizations":
+		return b.controlAuthz(req, peer), nil
 	default:
 		return fail(fmt.Errorf("unknown control op %q", req.Op))
 	}

@@ -26,6 +26,11 @@ type EmbeddedConfig struct {
 	Buffered  bool
 	Syslog    bool // copy audit records to syslog
 	AllowFake bool // tests only
+	// RequireAuthorization and AuthorizationsFile: Config's. An embedded
+	// broker requiring authorisation reads the site's file (the daemon's,
+	// /var/lib/dmsandbox/broker/authorizations.json) once, at start.
+	RequireAuthorization bool
+	AuthorizationsFile   string
 }
 
 // Embedded is a broker in the launcher's own process: the same code as the
@@ -59,7 +64,8 @@ func NewEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		records = &pci.State{Dir: cfg.PCIStateDir}
 	}
 	b, err := New(Config{Backend: cfg.Backend, Sysfs: pci.NewSysfs(cfg.SysfsRoot), Audit: al, StateDir: cfg.StateDir,
-		Records: records, AllowFake: cfg.AllowFake})
+		Records: records, AllowFake: cfg.AllowFake,
+		RequireAuthorization: cfg.RequireAuthorization, AuthorizationsFile: cfg.AuthorizationsFile})
 	if err != nil {
 		al.Close()
 		return nil, err

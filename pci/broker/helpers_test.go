@@ -47,6 +47,8 @@ type rig struct {
 	audit   *audit.Log
 	broker  *Broker
 	durable bool
+	// requireAuthz starts the broker with Config.RequireAuthorization.
+	requireAuthz bool
 }
 
 func newRig(t testing.TB, root string) *rig {
@@ -72,7 +74,8 @@ func (r *rig) start() {
 		t.Fatal(err)
 	}
 	r.broker, err = New(Config{Backend: r.fake, Sysfs: pci.NewSysfs(r.root), Audit: r.audit,
-		StateDir: filepath.Join(r.dir, "state"), AllowFake: true, Logger: log.New(io.Discard, "", 0)})
+		StateDir: filepath.Join(r.dir, "state"), AllowFake: true, Logger: log.New(io.Discard, "", 0),
+		RequireAuthorization: r.requireAuthz})
 	if err != nil {
 		t.Fatal(err)
 	}

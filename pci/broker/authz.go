@@ -1,0 +1,230 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/dmsandbox/dmsandbox/pci"
+	"github.com/dmsandbox/dmsandbox/pci/audit"
+	"golang.org/x/sys/unix"
+)
+
+// Pre-authorisation: a site (an /etc/xen/scripts hook, a QubesOS-style
+// daemon, `dmsandbox attach`) tells the broker, by domid, which devices a
+// domain may receive, before or while the domain runs. With
+// Config.RequireAuthorization, Attach gives a session only devices
+// authorised for its domain, so a device model's QMP `device_add` of any
+// other device is refused (EACCES) and audited. Without it Attach is
+// unchanged and the authorisations are only recorded.
+//
+// Rules:
+//   - a device is authorised for one domain at a time; authorising it
+//     for another is refused (EBUSY) naming the holder;
+//   - authorising twice, or deauthorising what is not authorised, is
+//     fine (hotplug scripts retry);
+//   - deauthorising a device the domain's live session holds detaches it
+//     there (the session's undo for that device: mappings, interrupts,
+//     pirqs, then reset and quarantine). The site withdrew the device, so
+//     the domain loses it now rather than whenever its device model lets
+//     go; QEMU's later device_del finds nothing left to revoke.
+//
+// Lock order: authMu before s.mu and b.mu. Attach holds authMu for its
+// whole run, so a deauthorisation cannot slip between Attach's check and
+// the device being the session's.
+
+// Sentinel errors of pre-authorisation.
+var (
+	// ErrNotAuthorized: RequireAuthorization is on and the device is not
+	// authorised for the session's domain. Errors carrying it also wrap
+	// unix.EACCES.
+	ErrNotAuthorized = errors.New("broker: device not authorized for this domain")
+)
+
+func (b *Broker) authzPath() string {
+	if b.cfg.AuthorizationsFile != "" {
+		return b.cfg.AuthorizationsFile
+	}
+	return filepath.Join(b.cfg.StateDir, AuthorizationsFile)
+}
+
+// auditControl writes the one record of a control-channel request about
+// authorisations: allow, or deny with the errno err carries.
+func (b *Broker) auditControl(op string, domid uint32, peer Peer, args string, err error) error {
+	r := &audit.Record{Domid: domid, PID: peer.PID, UID: peer.UID, Op: op, Args: args, Verdict: audit.Allow}
+	if err != nil {
+		r.Verdict, r.Err = audit.Deny, err.Error()
+		var e unix.Errno
+		if errors.As(err, &e) {
+			r.Errno = int(e)
+		}
+	}
+	if aerr := b.audit(r); aerr != nil {
+		b.logf("audit %s: %v", op, aerr)
+		return fmt.Errorf("broker: %s: audit: %w", op, aerr)
+	}
+	return nil
+}
+
+// Authorize lets domain domid receive device bdf. peer is who asked
+// (audit). Idempotent; EBUSY if bdf is authorised for another domain.
+func (b *Broker) Authorize(domid uint32, bdf pci.BDF, peer Peer) error {
+	b.authMu.Lock()
+	defer b.authMu.Unlock()
+	args := fmt.Sprintf("bdf=%s", bdf)
+	err := b.authorize(domid, bdf, &args)
+	// Nothing is acknowledged unaudited: a failed record fails the request
+	// (the authorisation, if stored, stays: it grants nothing by itself).
+	if aerr := b.auditControl("authorize", domid, peer, args, err); err == nil {
+		err = aerr
+	}
+	return err
+}
+
+func (b *Broker) authorize(domid uint32, bdf pci.BDF, args *string) error {
+	if err := checkDomid(domid); err != nil {
+		return fmt.Errorf("broker: authorize %s: %w (%w)", bdf, err, unix.EINVAL)
+	}
+	if old, ok := b.auth[bdf]; ok {
+		if old.Domid == domid {
+			*args += " (already)"
+			return nil
+		}
+		return fmt.Errorf("broker: authorize %s for domain %d: %w: authorized for domain %d (%w)", bdf, domid, ErrConflict, old.Domid, unix.EBUSY)
+	}
+	// A typo must not silently authorise nothing: the device must exist
+	// and be passable (deauthorize works for vanished devices).
+	dev, err := b.cfg.Sysfs.Device(bdf)
+	if err != nil {
+		return fmt.Errorf("broker: authorize %s: %w (%w)", bdf, err, unix.ENODEV)
+	}
+	if dev.Bridge {
+		return fmt.Errorf("broker: authorize %s: %w: a bridge cannot be passed through (%w)", bdf, pci.ErrRefused, unix.EINVAL)
+	}
+	next := make(map[pci.BDF]Authorization, len(b.auth)+1)
+	for k, v := range b.auth {
+		next[k] = v
+	}
+	next[bdf] = Authorization{BDF: bdf.String(), Domid: domid, Since: time.Now().UTC().Truncate(time.Second)}
+	// Durable before it counts.
+	if err := saveAuthz(b.authzPath(), next); err != nil {
+		return fmt.Errorf("%w (%w)", err, unix.EIO)
+	}
+	b.auth = next
+	return nil
+}
+
+// Deauthorize withdraws device bdf from domain domid, detaching it from
+// the domain's live session if that holds it. Idempotent: a device not
+// authorised for domid (nor held by its session) is fine. A device
+// authorised for another domain is refused (EBUSY): that is not this
+// domain's to withdraw.
+func (b *Broker) Deauthorize(domid uint32, bdf pci.BDF, peer Peer) error {
+	b.authMu.Lock()
+	defer b.authMu.Unlock()
+	args := fmt.Sprintf("bdf=%s", bdf)
+	err := b.deauthorize(domid, bdf, &args)
+	if aerr := b.auditControl("deauthorize", domid, peer, args, err); err == nil {
+		err = aerr
+	}
+	return err
+}
+
+func (b *Broker) deauthorize(domid uint32, bdf pci.BDF, args *string) error {
+	if err := checkDomid(domid); err != nil {
+		return fmt.Errorf("broker: deauthorize %s: %w (%w)", bdf, err, unix.EINVAL)
+	}
+	old, ok := b.auth[bdf]
+	switch {
+	case ok && old.Domid != domid:
+		return fmt.Errorf("broker: deauthorize %s for domain %d: %w: authorized for domain %d (%w)", bdf, domid, ErrConflict, old.Domid, unix.EBUSY)
+	case ok:
+		next := make(map[pci.BDF]Authorization, len(b.auth))
+		for k, v := range b.auth {
+			if k != bdf {
+				next[k] = v
+			}
+		}
+		// Withdrawn on disk first: if the detach below fails half-way,
+		// the device still cannot be attached again.
+		if err := saveAuthz(b.authzPath(), next); err != nil {
+			return fmt.Errorf("%w (%w)", err, unix.EIO)
+		}
+		b.auth = next
+	default:
+		*args += " (not authorized)"
+	}
+	id, held := b.holder(domid, bdf)
+	if !held {
+		return nil
+	}
+	*args += fmt.Sprintf(" detached from session %d", id)
+	if err := b.Detach(id, bdf); err != nil && !errors.Is(err, ErrNoSession) {
+		return fmt.Errorf("broker: deauthorize %s: %w (%w)", bdf, err, unix.EIO)
+	}
+	return nil
+}
+
+// holder returns the live session of domid if it holds bdf.
+func (b *Broker) holder(domid uint32, bdf pci.BDF) (uint64, bool) {
+	b.mu.Lock()
+	s, ok := b.byDomid[domid]
+	held := ok && b.owner[bdf] == s.ID
+	b.mu.Unlock()
+	if !held {
+		return 0, false
+	}
+	return s.ID, true
+}
+
+// Authorizations lists the authorisations of domid (0: of every domain),
+// each with the live session holding the device, if any. peer is who
+// asked (audit).
+func (b *Broker) Authorizations(domid uint32, peer Peer) ([]Authorization, error) {
+	b.authMu.Lock()
+	list := sortedAuthz(b.auth)
+	b.authMu.Unlock()
+	out := list[:0]
+	for _, a := range list {
+		if domid != 0 && a.Domid != domid {
+			continue
+		}
+		bdf, _ := pci.ParseBDF(a.BDF) // stored ones parsed at load or authorize
+		a.Session, _ = b.holder(a.Domid, bdf)
+		out = append(out, a)
+	}
+	args := "all domains"
+	if domid != 0 {
+		args = fmt.Sprintf("domid=%d", domid)
+	}
+	args += fmt.Sprintf(" count=%d", len(out))
+	if err := b.auditControl("authorizations", domid, peer, args, nil); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// checkAuthorized is Attach's gate. Called with authMu held. Refusals
+// are audited here (deny, EACCES): the attach path's own record is an
+// event.
+func (b *Broker) checkAuthorized(s *Session, bdf pci.BDF) error {
+	if !b.cfg.RequireAuthorization {
+		return nil
+	}
+	a, ok := b.auth[bdf]
+	if ok && a.Domid == s.Domid {
+		return nil
+	}
+	why := "not authorized"
+	if ok {
+		why = fmt.Sprintf("authorized for domain %d", a.Domid)
+	}
+	err := fmt.Errorf("%w: attach %s to domain %d: %s; see dmsandbox attach (%w)", ErrNotAuthorized, bdf, s.Domid, why, unix.EACCES)
+	r := &audit.Record{Session: s.ID, Domid: s.Domid, PID: s.Peer.PID, UID: s.Peer.UID, Op: "attach",
+		Args: "bdf=" + bdf.String(), Verdict: audit.Deny, Errno: int(unix.EACCES), Err: err.Error()}
+	if aerr := b.audit(r); aerr != nil {
+		b.logf("audit attach: %v", aerr)
+	}
+	return err
+}
