@@ -37,6 +37,7 @@ const brokerUsage = `usage: dmsandbox broker [run] [FLAGS]        run the daemon
 run flags: --socket PATH (` + broker.DefaultControlSocket + `) --backend xen|vfio (xen)
   --sysfs-root DIR (/) --audit-dir DIR (` + defaultAuditDir + `) --state-dir DIR (` + defaultBrokerState + `)
   --pci-state-dir DIR (` + pci.DefaultStateDir + `, vfio binding records) --syslog --buffered-audit
+  --require-authorization (attach only devices pre-authorised for the domain: dmsandbox attach)
 try flags: --backend fake|xen|vfio (fake) --sysfs-root DIR --device BDF (repeatable) --domid N --permissive
   OP is a protocol op (hello memory_mapping ioport_mapping map_pirq map_pirq_msi unmap_pirq
   bind_pt_pci_irq unbind_pt_irq update_msi_irq unbind_msi_irq config_read config_write reset);
@@ -96,6 +97,7 @@ func brokerRun(args []string) int {
 	pciState := fs.String("pci-state-dir", pci.DefaultStateDir, "pci binding records (vfio creates them; owners marked while a domain holds a device)")
 	syslogCopy := fs.Bool("syslog", false, "copy audit records to syslog")
 	buffered := fs.Bool("buffered-audit", false, "do not fsync each audit record before replying (unsafe)")
+	requireAuthz := fs.Bool("require-authorization", false, "refuse to attach a device not pre-authorised for the domain (dmsandbox attach)")
 	seccompLog := fs.Bool("seccomp-log", false, "log instead of kill on calls the broker profile does not allow (discovery only)")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
@@ -120,7 +122,7 @@ func brokerRun(args []string) int {
 	}
 	defer al.Close()
 	b, err := broker.New(broker.Config{Backend: be, Sysfs: pci.NewSysfs(*root), Audit: al, StateDir: *stateDir,
-		Records: &pci.State{Dir: *pciState}})
+		Records: &pci.State{Dir: *pciState}, RequireAuthorization: *requireAuthz})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmsandbox broker:", err)
 		return ExitConfig

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/dmsandbox/dmsandbox/pci"
+	"github.com/dmsandbox/dmsandbox/pci/broker"
+)
+
+// attach and detach: the hotplug-script interface (docs/broker.md,
+// "Pre-authorisation"). They tell the broker daemon, by domid, which
+// devices a domain may receive; with `broker run --require-authorization`
+// a device model's device_add of any other device is refused. Meant for
+// /etc/xen/scripts hooks and QubesOS-style daemons: idempotent, silent on
+// success, and the exit status says what happened.
+func init() {
+	register(command{Name: "attach", Summary: "authorise a PCI device for a domain (broker daemon); --list", Run: attachCmd})
+	register(command{Name: "detach", Summary: "withdraw a PCI device from a domain (detaches it if in use)", Run: detachCmd})
+}
+
+const attachUsage = `usage: dmsandbox attach --domid N --device BDF [--socket PATH]   authorise BDF for domain N
+       dmsandbox detach --domid N --device BDF [--socket PATH]   withdraw it (detached if the domain holds it)
+       dmsandbox attach --list [--domid N] [--socket PATH]       list authorisations (all domains without --domid)
+The broker daemon (` + broker.DefaultControlSocket + ` unless --socket) does the work; nothing is printed on success.
+Repeating attach, or detaching what is not attached, succeeds.
+exit codes: 0 done; 1 the broker refused or failed (reason on stderr; e.g. the device is authorised
+  for another domain); 2 usage; 3 no broker daemon listening at the socket`
+
+// exitNoBroker is attach/detach's "no daemon" status. The shared
+// ExitConfig has the same value; here it has this documented meaning,
+// which hotplug scripts branch on (retry later, or fall back).
+const exitNoBroker = 3
+
+func attachCmd(args []string) int { return authzCmd("attach", args) }
+func detachCmd(args []string) int { return authzCmd("detach", args) }
+
+func authzCmd(name string, args []string) int {
+	flags := flag.NewFlagSet(name, flag.ContinueOnError)
+	flags.SetOutput(io.Discard) // our usage, not flag's
+	socket := flags.String("socket", broker.DefaultControlSocket, "broker control socket")
+	domid := flags.String("domid", "", "domain id")
+	device := flags.String("device", "", "PCI address DDDD:BB:DD.F")
+	list := false
+	if name == "attach" {
+		flags.BoolVar(&list, "list", false, "list authorisations")
+	}
+	usage := func(why string) int {
+		fmt.Fprintf(os.Stderr, "dmsandbox %s: %s\n%s\n", name, why, attachUsage)
+		return ExitUsage
+	}
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Println(attachUsage)
+			return ExitOK
+		}
+		return usage(err.Error())
+	}
+	if flags.NArg() > 0 {
+		return usage(fmt.Sprintf("unexpected argument %q", flags.Arg(0)))
+	}
+	var dom uint32
+	if *domid != "" {
+		n, err := strconv.ParseUint(*domid, 10, 32)
+		if err != nil || n == 0 {
+			return usage(fmt.Sprintf("--domid %q: want a guest's domain id (1 or more)", *domid))
+		}
+		dom = uint32(n)
+	}
+	var bdf pci.BDF
+	switch {
+	case list:
+		if *device != "" {
+			return usage("--list takes no --device")
+		}
+	case dom == 0 || *device == "":
+		return usage("--domid and --device are required")
+	default:
+		var err error
+		if bdf, err = pci.ParseBDF(*device); err != nil {
+			return usage(err.Error())
+		}
+	}
+
+	c, err := broker.DialControl(*socket)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			fmt.Fprintf(os.Stderr, "dmsandbox %s: no broker daemon listening at %s: %v\n", name, *socket, err)
+			return exitNoBroker
+		}
+		fmt.Fprintf(os.Stderr, "dmsandbox %s: %v\n", name, err)
+		return ExitFailure
+	}
+	defer c.Shutdown()
+	switch {
+	case list:
+		return printAuthorizations(c, dom)
+	case name == "attach":
+		err = c.Authorize(dom, bdf)
+	default:
+		err = c.Deauthorize(dom, bdf)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dmsandbox %s: %v\n", name, err)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+func printAuthorizations(c *broker.ControlClient, dom uint32) int {
+	list, err := c.Authorizations(dom)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dmsandbox attach:", err)
+		return ExitFailure
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DOMID\tDEVICE\tSINCE\tSESSION")
+	for _, a := range list {
+		session := "-"
+		if a.Session != 0 {
+			session = strconv.FormatUint(a.Session, 10)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", a.Domid, a.BDF, a.Since.Format("2006-01-02T15:04:05Z"), session)
+	}
+	w.Flush()
+	return ExitOK
+}
