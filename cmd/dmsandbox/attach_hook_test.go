@@ -1,0 +1,73 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dmsandbox/dmsandbox/pci"
+	"github.com/dmsandbox/dmsandbox/pci/backend/fake"
+	"github.com/dmsandbox/dmsandbox/pci/broker"
+)
+
+// TestBrokerHookRequiresAuthorization: DM mode's device_add path (the
+// QMP proxy's hook) against a broker requiring pre-authorisation (broker
+// code, fake backend on the captured tree, real control socket): an
+// unauthorised device is refused; `dmsandbox attach` lets the grant
+// through; `dmsandbox detach` takes the device from the live session and
+// QEMU's later device_del revoke finds nothing left.
+func TestBrokerHookRequiresAuthorization(t *testing.T) {
+	dir := t.TempDir()
+	be, err := fake.New(capturedTree, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := broker.NewEmbedded(broker.EmbeddedConfig{Backend: be, SysfsRoot: capturedTree, AuditDir: filepath.Join(dir, "audit"),
+		StateDir: filepath.Join(dir, "state"), Buffered: true, AllowFake: true, RequireAuthorization: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	sock := filepath.Join(dir, "broker.sock")
+	l, err := broker.ListenControl(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.ServeControl(l) }()
+	defer func() { l.Close(); <-done }()
+
+	const dev = "0000:01:00.0"
+	bdf, _ := pci.ParseBDF(dev)
+	h := &brokerHook{socket: sock}
+	defer h.close()
+	if err := h.Grant(7, bdf); err == nil || !strings.Contains(err.Error(), "not authorized") {
+		t.Fatalf("unauthorised grant: %v", err)
+	}
+	if st := be.State(); !st.Empty() {
+		t.Fatalf("refused grant reached the backend: %v", st.Summary())
+	}
+	if rc := attachCmd([]string{"--domid", "7", "--device", dev, "--socket", sock}); rc != ExitOK {
+		t.Fatalf("attach: rc %d", rc)
+	}
+	if err := h.Grant(7, bdf); err != nil {
+		t.Fatalf("authorised grant: %v", err)
+	}
+	if st := be.State(); len(st.Assigned) != 1 {
+		t.Fatalf("after grant: %v", st.Summary())
+	}
+	if rc := detachCmd([]string{"--domid", "7", "--device", dev, "--socket", sock}); rc != ExitOK {
+		t.Fatalf("detach: rc %d", rc)
+	}
+	if st := be.State(); !st.Empty() {
+		t.Fatalf("detach left %v", st.Summary())
+	}
+	for _, s := range e.Sessions() {
+		if len(s.Devices) != 0 {
+			t.Fatalf("session %d still holds %v", s.ID, s.Devices)
+		}
+	}
+	if err := h.Revoke(7, bdf); err == nil {
+		t.Fatal("revoke after detach found the device still attached")
+	}
+}
