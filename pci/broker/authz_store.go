@@ -58,6 +58,12 @@ func loadAuthz(path string) (map[pci.BDF]Authorization, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: authorizations: %w", err)
 	}
+	return parseAuthz(path, data)
+}
+
+// parseAuthz decodes the file's contents; path names it in errors.
+func parseAuthz(path string, data []byte) (map[pci.BDF]Authorization, error) {
+	out := map[pci.BDF]Authorization{}
 	if len(data) > maxAuthzFile {
 		return nil, fmt.Errorf("broker: authorizations %s: %d bytes, more than %d", path, len(data), maxAuthzFile)
 	}
