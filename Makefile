@@ -82,6 +82,7 @@ build-xen: deps
 fuzz-broker:
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./pci/broker/
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz '^FuzzSessionOps$$' -fuzztime $(FUZZTIME) ./pci/broker/
+	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz '^FuzzParseAuthz$$' -fuzztime $(FUZZTIME) ./pci/broker/
 
 # --- pci ---
 # fuzz-pci runs each fuzz target of package pci for PCI_FUZZTIME.
