@@ -336,3 +336,40 @@ func TestControlAuthorize(t *testing.T) {
 		t.Fatalf("list after: %+v %v", list, err)
 	}
 }
+
+// A withdrawal racing an attach never leaves the session holding a
+// device that is not authorised (Attach and Deauthorize serialise).
+func TestDeauthorizeRacingAttach(t *testing.T) {
+	r := authzRig(t)
+	s, f, err := r.broker.OpenSession(dom, Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := 0; i < 50; i++ {
+		if err := r.broker.Authorize(dom, e1000e, admin); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 2)
+		go func() { done <- r.broker.Attach(s.ID, e1000e, AttachOptions{}) }()
+		go func() { done <- r.broker.Deauthorize(dom, e1000e, admin) }()
+		for j := 0; j < 2; j++ {
+			if err := <-done; err != nil && !errors.Is(err, unix.EACCES) {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		}
+		_, held := r.broker.holder(dom, e1000e)
+		authorized := len(listed(t, r.broker, dom)) == 1
+		if held && !authorized {
+			t.Fatalf("round %d: session holds a withdrawn device", i)
+		}
+		if _, assigned := r.fake.State().Assigned[e1000e.String()]; assigned != held {
+			t.Fatalf("round %d: backend assigned=%v, session holds=%v", i, assigned, held)
+		}
+		if held {
+			if err := r.broker.Deauthorize(dom, e1000e, admin); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
