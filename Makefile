@@ -17,7 +17,7 @@ GOFILES  := $(shell find . -name '*.go' -not -path './bin/*' 2>/dev/null)
 
 all: build
 
-build: $(BIN)
+build: $(BIN) shim
 
 $(BIN): $(GOFILES) go.mod go.sum
 	CGO_ENABLED=1 $(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ ./cmd/dmsandbox
@@ -123,3 +123,14 @@ test-xen: deps build
 fuzz-dm:
 	for f in FuzzParse FuzzOpts; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/dmargv/ || exit 1; done
 	for f in FuzzFrame FuzzCommand; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/qmpproxy/ || exit 1; done
+
+# --- shim ---
+# shim: the libxenctrl passthrough shim preloaded into the Xen QEMU
+# (pci/broker/shim/README.md); needs gcc and libxen-dev's xenctrl.h.
+# TestShim (pci/broker/shim_test.go) builds it with the same flags.
+SHIM := bin/libdmsb-shim.so
+.PHONY: shim
+shim: $(SHIM)
+$(SHIM): pci/broker/shim/dmsb_shim.c pci/broker/c/dmsb.h
+	@mkdir -p bin
+	gcc -shared -fPIC -O2 -Wall -Wextra -Werror -fvisibility=hidden -Ipci/broker/c -o $@ pci/broker/shim/dmsb_shim.c -lpthread -ldl

@@ -1,0 +1,273 @@
+package broker
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dmsandbox/dmsandbox/pci/audit"
+	"github.com/dmsandbox/dmsandbox/pci/backend/fake"
+	"golang.org/x/sys/unix"
+)
+
+// shimEnv is the variable the shim reads the session fd number from.
+const shimEnv = "DMSANDBOX_BROKER_FD"
+
+// buildShim compiles shim/dmsb_shim.c with the Makefile's flags (target
+// shim) and shim/shim_test_client.c linked against it, so every xc_*
+// symbol the client calls resolves to the shim (no libxenctrl loaded).
+func buildShim(t *testing.T) (client string) {
+	t.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no gcc")
+	}
+	if _, err := os.Stat("/usr/include/xenctrl.h"); err != nil {
+		t.Skip("no /usr/include/xenctrl.h (libxen-dev)")
+	}
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "libdmsb-shim.so")
+	client = filepath.Join(dir, "shim_test_client")
+	cmds := [][]string{
+		{"gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-Ic",
+			"-o", lib, "shim/dmsb_shim.c", "-lpthread", "-ldl"},
+		{"gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", client, "shim/shim_test_client.c",
+			"-L" + dir, "-ldmsb-shim", "-Wl,-rpath," + dir, "-lpthread"},
+	}
+	for _, c := range cmds {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(c, " "), err, out)
+		}
+	}
+	return client
+}
+
+// runShimClient runs the client with extra as fds 3.. and env added to a
+// clean environment (no inherited DMSANDBOX_BROKER_FD).
+func runShimClient(t *testing.T, bin string, env []string, extra []*os.File, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	cmd.ExtraFiles = extra
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("shim client %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// TestShim runs the libxenctrl shim against a real session: allowed calls
+// reach the (fake) backend with QEMU's arguments, refusals come back as -1
+// with the broker's errno, every forwarded call is audited, and concurrent
+// callers are serialised by the shim's mutex.
+func TestShim(t *testing.T) {
+	bin := buildShim(t)
+	r := newRig(t, "")
+	// Another domain's session owns a pirq (the first the fake hands out).
+	_, c2 := r.session(dom+1, other)
+	var theirs PirqReply
+	if err := c2.Do(&MapPirq{Domid: dom + 1, Index: 11, Pirq: -1}, &theirs); err != nil {
+		t.Fatal(err)
+	}
+	s, f, err := r.broker.OpenSession(dom, Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.broker.Attach(s.ID, e1000e, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := runShimClient(t, bin, []string{shimEnv + "=3"}, []*os.File{f}, "broker", strconv.Itoa(int(theirs.Pirq)))
+	f.Close()
+
+	intx, msi := int(theirs.Pirq)+1, int(theirs.Pirq)+2
+	want := fmt.Sprintf(`memory_mapping ret=0 errno=0
+memory_mapping_outside_bars ret=-1 errno=%d
+memory_mapping_other_domid ret=-1 errno=%d
+ioport_mapping ret=0 errno=0
+map_pirq ret=0 errno=0 pirq=%d
+map_pirq_null ret=-1 errno=%d
+map_pirq_other_gsi ret=-1 errno=%d
+bind_pt_pci_irq ret=0 errno=0
+map_pirq_msi ret=0 errno=0 pirq=%d
+update_msi_irq ret=0 errno=0
+unmap_pirq_theirs ret=-1 errno=%d
+update_msi_irq_theirs ret=-1 errno=%d
+unbind_msi_irq ret=0 errno=0
+unmap_pirq_msi ret=0 errno=0
+unbind_pt_irq ret=0 errno=0
+unmap_pirq ret=0 errno=0
+ioport_unmapping ret=0 errno=0
+memory_unmapping ret=0 errno=0
+threads calls=800 failed=0
+`, unix.ERANGE, unix.ESRCH, intx, unix.EINVAL, unix.EACCES, msi, unix.EPERM, unix.EPERM)
+	if out != want {
+		t.Fatalf("shim client saw:\n%s\nwant:\n%s", out, want)
+	}
+
+	// The backend saw QEMU's arguments, in order (the 800 hammer calls after).
+	var got []fake.Call
+	for _, c := range r.fake.Calls() {
+		if c.Dom == dom && c.Op != "assign" {
+			c.Errno = 0
+			got = append(got, c)
+		}
+	}
+	wantCalls := []fake.Call{
+		{Op: "memory_mapping", Dom: dom, A: 0xf0000, B: 0xfeb80, C: 0x20, Add: true},
+		{Op: "ioport_mapping", Dom: dom, A: 0xc000, B: 0xc040, C: 0x20, Add: true},
+		{Op: "map_pirq", Dom: dom, A: 10, Pirq: intx},
+		{Op: "bind_pt_pci_irq", Dom: dom, Pirq: intx, B: 5},
+		{Op: "map_pirq_msi", Dom: dom, BDF: "0000:00:04.0", A: 4, B: 0xfebd0000, Pirq: msi},
+		{Op: "update_msi_irq", Dom: dom, Pirq: msi, A: 0x41, C: 0xf1000000},
+		{Op: "unbind_msi_irq", Dom: dom, Pirq: msi, A: 0x41},
+		{Op: "unmap_pirq", Dom: dom, Pirq: msi},
+		{Op: "unbind_pt_irq", Dom: dom, Pirq: intx, B: 5},
+		{Op: "unmap_pirq", Dom: dom, Pirq: intx},
+		{Op: "ioport_mapping", Dom: dom, A: 0xc000, B: 0xc040, C: 0x20},
+		{Op: "memory_mapping", Dom: dom, A: 0xf0000, B: 0xfeb80, C: 0x20},
+	}
+	if len(got) < len(wantCalls)+800 {
+		t.Fatalf("backend saw %d calls of dom %d, want at least %d: %+v", len(got), dom, len(wantCalls)+800, got)
+	}
+	for i, w := range wantCalls {
+		if got[i] != w {
+			t.Errorf("backend call %d: %+v, want %+v", i, got[i], w)
+		}
+	}
+	for _, c := range got[len(wantCalls) : len(wantCalls)+800] {
+		if c.Op != "memory_mapping" || c.C != 1 || c.B-0xfeba0 != c.A-0x100000 || c.B-0xfeba0 >= 4 {
+			t.Errorf("hammer call: %+v", c)
+		}
+	}
+
+	r.waitGone(s)
+	// One audit record per forwarded call (session events aside).
+	type key struct {
+		op      string
+		verdict string
+		errno   int
+	}
+	audited := map[key]int{}
+	for _, rec := range r.records() {
+		if _, isOp := OpByName(rec.Op); isOp && rec.Session == s.ID && rec.Op != "hello" {
+			audited[key{rec.Op, rec.Verdict, rec.Errno}]++
+		}
+	}
+	allow := func(op string) key { return key{op, audit.Allow, 0} }
+	deny := func(op string, e unix.Errno) key { return key{op, audit.Deny, int(e)} }
+	wantAudit := map[key]int{
+		allow("memory_mapping"): 2 + 800, allow("ioport_mapping"): 2, allow("map_pirq"): 1,
+		allow("bind_pt_pci_irq"): 1, allow("map_pirq_msi"): 1, allow("update_msi_irq"): 1,
+		allow("unbind_msi_irq"): 1, allow("unmap_pirq"): 2, allow("unbind_pt_irq"): 1,
+		deny("memory_mapping", unix.ERANGE): 1, deny("memory_mapping", unix.ESRCH): 1,
+		deny("map_pirq", unix.EACCES): 1, deny("unmap_pirq", unix.EPERM): 1,
+		deny("update_msi_irq", unix.EPERM): 1,
+	}
+	if fmt.Sprint(audited) != fmt.Sprint(wantAudit) {
+		t.Errorf("audited:\n%v\nwant:\n%v", audited, wantAudit)
+	}
+}
+
+// fallbackOut is the fallback client's output when every call fails with
+// errno e.
+func fallbackOut(e unix.Errno) string {
+	var b strings.Builder
+	for _, n := range []string{"memory_mapping", "ioport_mapping", "map_pirq", "map_pirq_msi", "unmap_pirq",
+		"bind_pt_pci_irq", "unbind_pt_irq", "update_msi_irq", "unbind_msi_irq"} {
+		fmt.Fprintf(&b, "%s ret=-1 errno=%d\n", n, e)
+	}
+	return b.String()
+}
+
+// TestShimFallback: without a broker the shim defers to the next
+// definition of each symbol (dlsym(RTLD_NEXT)); none is loaded here, so
+// each call returns -1/ENOSYS instead of crashing.
+func TestShimFallback(t *testing.T) {
+	bin := buildShim(t)
+	stream, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf := os.NewFile(uintptr(stream[0]), "stream")
+	defer sf.Close()
+	defer unix.Close(stream[1])
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	cases := []struct {
+		name  string
+		env   []string
+		extra []*os.File
+	}{
+		{"no variable", nil, nil},
+		{"fd not open", []string{shimEnv + "=9"}, nil},
+		{"not a number", []string{shimEnv + "=3x"}, []*os.File{sf}},
+		{"not a socket", []string{shimEnv + "=3"}, []*os.File{devnull}},
+		{"stream socket", []string{shimEnv + "=3"}, []*os.File{sf}},
+	}
+	for _, c := range cases {
+		if out := runShimClient(t, bin, c.env, c.extra, "fallback"); out != fallbackOut(unix.ENOSYS) {
+			t.Errorf("%s: got\n%s\nwant\n%s", c.name, out, fallbackOut(unix.ENOSYS))
+		}
+	}
+}
+
+// TestShimFailsClosed: once the fd is a SOCK_SEQPACKET socket the shim is
+// committed to the broker; a failed hello (peer gone, wrong protocol
+// version) makes every call fail, never fall back, and sends nothing more.
+func TestShimFailsClosed(t *testing.T) {
+	bin := buildShim(t)
+	pair := func() (*os.File, *os.File) {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return os.NewFile(uintptr(fds[0]), "client"), os.NewFile(uintptr(fds[1]), "peer")
+	}
+	env := []string{shimEnv + "=3"}
+
+	// Peer gone: the hello cannot be sent.
+	cl, peer := pair()
+	peer.Close()
+	out := runShimClient(t, bin, env, []*os.File{cl}, "fallback")
+	cl.Close()
+	if out != fallbackOut(unix.EPIPE) {
+		t.Errorf("peer gone: got\n%s\nwant\n%s", out, fallbackOut(unix.EPIPE))
+	}
+
+	// A peer that answers the hello with protocol version 2.
+	cl, peer = pair()
+	frames := make(chan int, 1)
+	go func() {
+		defer peer.Close()
+		n, buf := 0, make([]byte, 512)
+		for {
+			m, err := peer.Read(buf)
+			if err != nil || m == 0 {
+				frames <- n
+				return
+			}
+			n++
+			if m < HeaderSize {
+				continue
+			}
+			h := getHeader(buf[:m])
+			rep := EncodeReply(OpHello, h.Seq, 0, &HelloReply{Domid: dom})
+			rep[4] = 2
+			peer.Write(rep)
+		}
+	}()
+	out = runShimClient(t, bin, env, []*os.File{cl}, "fallback")
+	cl.Close()
+	if out != fallbackOut(unix.EPROTO) {
+		t.Errorf("wrong version: got\n%s\nwant\n%s", out, fallbackOut(unix.EPROTO))
+	}
+	if n := <-frames; n != 1 {
+		t.Errorf("the shim sent %d frames after a refused hello, want only the hello", n)
+	}
+}
