@@ -271,3 +271,79 @@ func TestShimFailsClosed(t *testing.T) {
 		t.Errorf("the shim sent %d frames after a refused hello, want only the hello", n)
 	}
 }
+
+// TestShimSerialises checks the shim's mutex: a fake peer (not a broker)
+// answers concurrent requests in reverse order whenever more than one is
+// in flight, so a shim that let two threads exchange at once would hand a
+// reply to the wrong thread (EPROTO) — the fake also reports it directly.
+// The 1 ms poll only decides whether a second request is seen; with a
+// correct shim there never is one, whatever the timing.
+func TestShimSerialises(t *testing.T) {
+	bin := buildShim(t)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := os.NewFile(uintptr(fds[0]), "client")
+	peer := fds[1]
+	type result struct{ frames, maxInFlight, seqErrors int }
+	done := make(chan result, 1)
+	go func() {
+		defer unix.Close(peer)
+		var res result
+		last := uint32(0)
+		read := func() (Header, bool) {
+			buf := make([]byte, 512)
+			n, err := unix.Read(peer, buf)
+			if err != nil || n < HeaderSize {
+				return Header{}, false
+			}
+			h := getHeader(buf[:n])
+			res.frames++
+			if h.Seq <= last {
+				res.seqErrors++
+			}
+			last = h.Seq
+			return h, true
+		}
+		for {
+			h, ok := read()
+			if !ok {
+				done <- res
+				return
+			}
+			pending := []Header{h}
+			for {
+				pfd := []unix.PollFd{{Fd: int32(peer), Events: unix.POLLIN}}
+				if n, _ := unix.Poll(pfd, 1); n != 1 || pfd[0].Revents&unix.POLLIN == 0 {
+					break
+				}
+				h, ok := read()
+				if !ok {
+					break
+				}
+				pending = append(pending, h)
+			}
+			res.maxInFlight = max(res.maxInFlight, len(pending))
+			for i := len(pending) - 1; i >= 0; i-- {
+				var rep []byte
+				if pending[i].Op == OpHello {
+					rep = EncodeReply(OpHello, pending[i].Seq, 0, &HelloReply{Domid: dom})
+				} else {
+					rep = EncodeReply(pending[i].Op, pending[i].Seq, 0, nil)
+				}
+				unix.Write(peer, rep)
+			}
+		}
+	}()
+	out := runShimClient(t, bin, []string{shimEnv + "=3"}, []*os.File{cl}, "threads")
+	cl.Close()
+	res := <-done
+	if out != "threads calls=800 failed=0\n" {
+		t.Errorf("shim client saw: %s", out)
+	}
+	if res != (result{frames: 801, maxInFlight: 1}) {
+		t.Errorf("peer saw %d frames (want hello + 800), at most %d in flight (want 1), %d seq regressions (want 0)",
+			res.frames, res.maxInFlight, res.seqErrors)
+	}
+}

@@ -7,6 +7,7 @@
  *   shim_test_client broker THEIRS   session of domain 7 holding 0000:00:04.0
  *                                    (fd in DMSANDBOX_BROKER_FD); THEIRS is a
  *                                    pirq of another session
+ *   shim_test_client threads         only the concurrent calls (TestShimSerialises)
  *   shim_test_client fallback        every call once, to see the fallback
  *
  * Prints one line per call: "name ret=R errno=E [pirq=P]".
@@ -48,11 +49,29 @@ static void *hammer(void *arg)
 	return (void *)(uintptr_t)bad;
 }
 
+/* threads runs hammer on THREADS threads started together. */
+static int threads(void)
+{
+	pthread_t th[THREADS];
+	uintptr_t bad = 0;
+
+	pthread_barrier_init(&start, NULL, THREADS);
+	for (unsigned long i = 0; i < THREADS; i++)
+		if (pthread_create(&th[i], NULL, hammer, (void *)(uintptr_t)i) != 0)
+			return 1;
+	for (int i = 0; i < THREADS; i++) {
+		void *b;
+
+		pthread_join(th[i], &b);
+		bad += (uintptr_t)b;
+	}
+	printf("threads calls=%d failed=%lu\n", THREADS * ROUNDS * 2, (unsigned long)bad);
+	return 0;
+}
+
 static int broker(int theirs)
 {
 	int pirq = -1, msi = -1, ret;
-	pthread_t th[THREADS];
-	uintptr_t bad = 0;
 
 	/* BAR 0 of 00:04.0 (feb80000, 32 pages) at guest frame f0000. */
 	show("memory_mapping", xc_domain_memory_mapping(NULL, DOM, 0xf0000, 0xfeb80, 0x20, 1));
@@ -76,18 +95,7 @@ static int broker(int theirs)
 	show("unmap_pirq", xc_physdev_unmap_pirq(NULL, DOM, pirq));
 	show("ioport_unmapping", xc_domain_ioport_mapping(NULL, DOM, 0xc000, 0xc040, 0x20, 0));
 	show("memory_unmapping", xc_domain_memory_mapping(NULL, DOM, 0xf0000, 0xfeb80, 0x20, 0));
-	pthread_barrier_init(&start, NULL, THREADS);
-	for (unsigned long i = 0; i < THREADS; i++)
-		if (pthread_create(&th[i], NULL, hammer, (void *)(uintptr_t)i) != 0)
-			return 1;
-	for (int i = 0; i < THREADS; i++) {
-		void *b;
-
-		pthread_join(th[i], &b);
-		bad += (uintptr_t)b;
-	}
-	printf("threads calls=%d failed=%lu\n", THREADS * ROUNDS * 2, (unsigned long)bad);
-	return 0;
+	return threads();
 }
 
 static int fallback(void)
@@ -111,8 +119,10 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc == 3 && strcmp(argv[1], "broker") == 0)
 		return broker(atoi(argv[2]));
+	if (argc == 2 && strcmp(argv[1], "threads") == 0)
+		return threads();
 	if (argc == 2 && strcmp(argv[1], "fallback") == 0)
 		return fallback();
-	fprintf(stderr, "usage: shim_test_client broker THEIRS | fallback\n");
+	fprintf(stderr, "usage: shim_test_client broker THEIRS | threads | fallback\n");
 	return 2;
 }
