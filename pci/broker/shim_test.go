@@ -21,6 +21,14 @@ const shimEnv = "DMSANDBOX_BROKER_FD"
 // shim) and shim/shim_test_client.c linked against it, so every xc_*
 // symbol the client calls resolves to the shim (no libxenctrl loaded).
 func buildShim(t *testing.T) (client string) {
+	client, _ = buildShimClients(t)
+	return client
+}
+
+// buildShimClients also returns a client linked against the shim and,
+// after it, shim/fake_libxenctrl.c built as libxenctrl.so: the object the
+// shim's dlsym(RTLD_NEXT) finds, as it would find the real libxenctrl.
+func buildShimClients(t *testing.T) (client, withFake string) {
 	t.Helper()
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("no gcc")
@@ -31,18 +39,29 @@ func buildShim(t *testing.T) (client string) {
 	dir := t.TempDir()
 	lib := filepath.Join(dir, "libdmsb-shim.so")
 	client = filepath.Join(dir, "shim_test_client")
+	fakeDir := filepath.Join(dir, "fake")
+	if err := os.Mkdir(fakeDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	withFake = filepath.Join(dir, "shim_test_client_fakexc")
 	cmds := [][]string{
 		{"gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-Ic",
 			"-o", lib, "shim/dmsb_shim.c", "-lpthread", "-ldl"},
 		{"gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", client, "shim/shim_test_client.c",
 			"-L" + dir, "-ldmsb-shim", "-Wl,-rpath," + dir, "-lpthread"},
+		{"gcc", "-shared", "-fPIC", "-Wall", "-Werror", "-o", filepath.Join(fakeDir, "libxenctrl.so"),
+			"shim/fake_libxenctrl.c"},
+		// --no-as-needed: no symbol of the client binds to the fake (the
+		// shim comes first), yet it must be loaded for RTLD_NEXT to find.
+		{"gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", withFake, "shim/shim_test_client.c",
+			"-L" + dir, "-ldmsb-shim", "-L" + fakeDir, "-Wl,--no-as-needed", "-lxenctrl", "-Wl,-rpath," + dir + ":" + fakeDir, "-lpthread"},
 	}
 	for _, c := range cmds {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(c, " "), err, out)
 		}
 	}
-	return client
+	return client, withFake
 }
 
 // runShimClient runs the client with extra as fds 3.. and env added to a
@@ -179,6 +198,7 @@ func fallbackOut(e unix.Errno) string {
 		"bind_pt_pci_irq", "unbind_pt_irq", "update_msi_irq", "unbind_msi_irq"} {
 		fmt.Fprintf(&b, "%s ret=-1 errno=%d\n", n, e)
 	}
+	b.WriteString("pirqs -1 -1\n")
 	return b.String()
 }
 
@@ -345,5 +365,36 @@ func TestShimSerialises(t *testing.T) {
 	if res != (result{frames: 801, maxInFlight: 1}) {
 		t.Errorf("peer saw %d frames (want hello + 800), at most %d in flight (want 1), %d seq regressions (want 0)",
 			res.frames, res.maxInFlight, res.seqErrors)
+	}
+}
+
+// TestShimFallbackReachesLibxenctrl: without a broker, each call reaches
+// the next definition of its symbol (here a fake libxenctrl linked after
+// the shim) with every argument intact, and its out-parameters come back.
+func TestShimFallbackReachesLibxenctrl(t *testing.T) {
+	_, bin := buildShimClients(t)
+	out := runShimClient(t, bin, nil, nil, "fallback")
+	want := `fake xc_domain_memory_mapping xch=0x5a5a000 dom=7 gfn=0xf0000 mfn=0xfeb80 nr=0x20 add=1
+memory_mapping ret=0 errno=0
+fake xc_domain_ioport_mapping xch=0x5a5a000 dom=7 gport=0xc000 mport=0xc040 nr=0x20 add=1
+ioport_mapping ret=0 errno=0
+fake xc_physdev_map_pirq xch=0x5a5a000 dom=7 index=10 pirq=-1
+map_pirq ret=0 errno=0
+fake xc_physdev_map_pirq_msi xch=0x5a5a000 dom=7 index=-1 pirq=-1 devfn=0x20 bus=0x10003 entry=4 table=0xfebd0000
+map_pirq_msi ret=0 errno=0
+fake xc_physdev_unmap_pirq xch=0x5a5a000 dom=7 pirq=100
+unmap_pirq ret=0 errno=0
+fake xc_domain_bind_pt_pci_irq xch=0x5a5a000 dom=7 irq=101 bus=2 dev=5 intx=3
+bind_pt_pci_irq ret=0 errno=0
+fake xc_domain_unbind_pt_irq xch=0x5a5a000 dom=7 irq=102 type=0 bus=2 dev=6 intx=1 isa=9
+unbind_pt_irq ret=0 errno=0
+fake xc_domain_update_msi_irq xch=0x5a5a000 dom=7 gvec=0x41 pirq=103 gflags=0x1200 gtable=0xf1000000
+update_msi_irq ret=0 errno=0
+fake xc_domain_unbind_msi_irq xch=0x5a5a000 dom=7 gvec=0x42 pirq=104 gflags=0x1300
+unbind_msi_irq ret=0 errno=0
+pirqs 77 78
+`
+	if out != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", out, want)
 	}
 }

@@ -98,19 +98,23 @@ static int broker(int theirs)
 	return threads();
 }
 
+/* fallback passes a recognisable handle and distinct arguments, so a
+ * libxenctrl behind the shim (fake_libxenctrl.c) shows they arrive intact. */
 static int fallback(void)
 {
-	int pirq = -1;
+	xc_interface *xch = (xc_interface *)(uintptr_t)0x5a5a000;
+	int pirq = -1, msi = -1;
 
-	show("memory_mapping", xc_domain_memory_mapping(NULL, DOM, 0xf0000, 0xfeb80, 0x20, 1));
-	show("ioport_mapping", xc_domain_ioport_mapping(NULL, DOM, 0xc000, 0xc040, 0x20, 1));
-	show("map_pirq", xc_physdev_map_pirq(NULL, DOM, 10, &pirq));
-	show("map_pirq_msi", xc_physdev_map_pirq_msi(NULL, DOM, -1, &pirq, 4 << 3, 0, 4, 0xfebd0000));
-	show("unmap_pirq", xc_physdev_unmap_pirq(NULL, DOM, 100));
-	show("bind_pt_pci_irq", xc_domain_bind_pt_pci_irq(NULL, DOM, 100, 0, 5, 0));
-	show("unbind_pt_irq", xc_domain_unbind_pt_irq(NULL, DOM, 100, PT_IRQ_TYPE_PCI, 0, 5, 0, 0));
-	show("update_msi_irq", xc_domain_update_msi_irq(NULL, DOM, 0x41, 100, 0, 0));
-	show("unbind_msi_irq", xc_domain_unbind_msi_irq(NULL, DOM, 0x41, 100, 0));
+	show("memory_mapping", xc_domain_memory_mapping(xch, DOM, 0xf0000, 0xfeb80, 0x20, 1));
+	show("ioport_mapping", xc_domain_ioport_mapping(xch, DOM, 0xc000, 0xc040, 0x20, 1));
+	show("map_pirq", xc_physdev_map_pirq(xch, DOM, 10, &pirq));
+	show("map_pirq_msi", xc_physdev_map_pirq_msi(xch, DOM, -1, &msi, 4 << 3, 0x10003, 4, 0xfebd0000));
+	show("unmap_pirq", xc_physdev_unmap_pirq(xch, DOM, 100));
+	show("bind_pt_pci_irq", xc_domain_bind_pt_pci_irq(xch, DOM, 101, 2, 5, 3));
+	show("unbind_pt_irq", xc_domain_unbind_pt_irq(xch, DOM, 102, PT_IRQ_TYPE_PCI, 2, 6, 1, 9));
+	show("update_msi_irq", xc_domain_update_msi_irq(xch, DOM, 0x41, 103, 0x1200, 0xf1000000));
+	show("unbind_msi_irq", xc_domain_unbind_msi_irq(xch, DOM, 0x42, 104, 0x1300));
+	printf("pirqs %d %d\n", pirq, msi);
 	return 0;
 }
 
