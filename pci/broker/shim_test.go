@@ -45,8 +45,7 @@ func buildShimClients(t *testing.T) (client, withFake string) {
 	}
 	withFake = filepath.Join(dir, "shim_test_client_fakexc")
 	cmds := [][]string{
-		{"gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-Ic",
-			"-o", lib, "shim/dmsb_shim.c", "-lpthread", "-ldl"},
+		shimFlags(lib),
 		{"gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", client, "shim/shim_test_client.c",
 			"-L" + dir, "-ldmsb-shim", "-Wl,-rpath," + dir, "-lpthread"},
 		{"gcc", "-shared", "-fPIC", "-Wall", "-Werror", "-o", filepath.Join(fakeDir, "libxenctrl.so"),
@@ -62,6 +61,13 @@ func buildShimClients(t *testing.T) (client, withFake string) {
 		}
 	}
 	return client, withFake
+}
+
+// shimFlags is the gcc command line of the Makefile's shim target,
+// writing lib.
+func shimFlags(lib string) []string {
+	return []string{"gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-Ic",
+		"-o", lib, "shim/dmsb_shim.c", "-lpthread", "-ldl"}
 }
 
 // runShimClient runs the client with extra as fds 3.. and env added to a
@@ -83,7 +89,34 @@ func runShimClient(t *testing.T, bin string, env []string, extra []*os.File, arg
 // with the broker's errno, every forwarded call is audited, and concurrent
 // callers are serialised by the shim's mutex.
 func TestShim(t *testing.T) {
-	bin := buildShim(t)
+	shimScenario(t, buildShim(t), nil)
+}
+
+// TestShimPreloaded is the deployment: a program linked against the real
+// libxenctrl, with the shim in LD_PRELOAD. Its xc_* calls must land in the
+// shim (interposition), not in libxenctrl's hypercalls.
+func TestShimPreloaded(t *testing.T) {
+	buildShim(t)
+	if out, err := exec.Command("gcc", "-print-file-name=libxenctrl.so").Output(); err != nil ||
+		!filepath.IsAbs(strings.TrimSpace(string(out))) {
+		t.Skip("no libxenctrl.so (libxen-dev)")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "shim_test_client_real")
+	if out, err := exec.Command("gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", bin, "shim/shim_test_client.c",
+		"-lxenctrl", "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	lib := filepath.Join(dir, "libdmsb-shim.so")
+	if out, err := exec.Command("gcc", shimFlags(lib)[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	shimScenario(t, bin, []string{"LD_PRELOAD=" + lib})
+}
+
+// shimScenario runs the client's broker mode (bin, with env added) on a
+// real session and checks what reached the backend and the audit log.
+func shimScenario(t *testing.T, bin string, env []string) {
 	r := newRig(t, "")
 	// Another domain's session owns a pirq (the first the fake hands out).
 	_, c2 := r.session(dom+1, other)
@@ -98,7 +131,7 @@ func TestShim(t *testing.T) {
 	if err := r.broker.Attach(s.ID, e1000e, AttachOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	out := runShimClient(t, bin, []string{shimEnv + "=3"}, []*os.File{f}, "broker", strconv.Itoa(int(theirs.Pirq)))
+	out := runShimClient(t, bin, append(env, shimEnv+"=3"), []*os.File{f}, "broker", strconv.Itoa(int(theirs.Pirq)))
 	f.Close()
 
 	intx, msi := int(theirs.Pirq)+1, int(theirs.Pirq)+2
