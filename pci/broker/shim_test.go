@@ -138,6 +138,7 @@ func shimScenario(t *testing.T, bin string, env []string) {
 	want := fmt.Sprintf(`memory_mapping ret=0 errno=0
 memory_mapping_outside_bars ret=-1 errno=%d
 memory_mapping_other_domid ret=-1 errno=%d
+memory_mapping_empty ret=0 errno=0
 ioport_mapping ret=0 errno=0
 map_pirq ret=0 errno=0 pirq=%d
 map_pirq_null ret=-1 errno=%d

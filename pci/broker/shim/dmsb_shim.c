@@ -191,6 +191,20 @@ static int call(uint16_t op, const void *body, uint32_t len, void *res, size_t r
 	return 1;
 }
 
+/* forwarding reports (choosing the mode if need be) whether calls go to
+ * the broker rather than to libxenctrl. */
+static int forwarding(void)
+{
+	int fwd;
+
+	pthread_mutex_lock(&shim_mu);
+	if (shim_mode == MODE_UNKNOWN)
+		choose();
+	fwd = shim_mode != MODE_FALLBACK;
+	pthread_mutex_unlock(&shim_mu);
+	return fwd;
+}
+
 /*
  * next resolves the real libxenctrl symbol once. Benign race: two threads
  * may both look it up and store the same pointer.
@@ -224,6 +238,10 @@ SHIM_API int xc_domain_memory_mapping(xc_interface *xch, uint32_t domid, unsigne
 	struct dmsb_memory_mapping b = { domid, add_mapping, first_gfn, first_mfn, nr_mfns };
 	int ret;
 
+	/* libxenctrl returns 0 for an empty range before any hypercall; the
+	 * broker would refuse it (EINVAL), so answer as libxenctrl does. */
+	if (nr_mfns == 0 && forwarding())
+		return 0;
 	if (call(DMSB_MEMORY_MAPPING, &b, sizeof b, NULL, 0, &ret))
 		return ret;
 	FALLBACK(xc_domain_memory_mapping, xch, domid, first_gfn, first_mfn, nr_mfns, add_mapping);

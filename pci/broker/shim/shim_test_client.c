@@ -77,6 +77,7 @@ static int broker(int theirs)
 	show("memory_mapping", xc_domain_memory_mapping(NULL, DOM, 0xf0000, 0xfeb80, 0x20, 1));
 	show("memory_mapping_outside_bars", xc_domain_memory_mapping(NULL, DOM, 0xf1000, 0xfee00, 1, 1));
 	show("memory_mapping_other_domid", xc_domain_memory_mapping(NULL, DOM + 1, 0xf1000, 0xfeba0, 1, 1));
+	show("memory_mapping_empty", xc_domain_memory_mapping(NULL, DOM, 0xf1000, 0xfeba0, 0, 1));
 	show("ioport_mapping", xc_domain_ioport_mapping(NULL, DOM, 0xc000, 0xc040, 0x20, 1));
 	ret = xc_physdev_map_pirq(NULL, DOM, 10, &pirq);
 	printf("map_pirq ret=%d errno=%d pirq=%d\n", ret, ret ? errno : 0, pirq);
