@@ -162,7 +162,7 @@ static void choose(void)
  */
 static int call(uint16_t op, const void *body, uint32_t len, void *res, size_t reslen, int *ret)
 {
-	int st, saved;
+	int st;
 
 	pthread_mutex_lock(&shim_mu);
 	if (shim_mode == MODE_UNKNOWN)
@@ -184,10 +184,9 @@ static int call(uint16_t op, const void *body, uint32_t len, void *res, size_t r
 		}
 	}
 	pthread_mutex_unlock(&shim_mu);
-	saved = st;
 	*ret = st == 0 ? 0 : -1;
 	if (st != 0)
-		errno = saved;
+		errno = st; /* after the unlock, which may clobber errno */
 	return 1;
 }
 
