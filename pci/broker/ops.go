@@ -67,26 +67,33 @@ func (s *Session) memoryMapping(r *MemoryMapping) (any, *refusal) {
 		return nil, deny(unix.EINVAL, "memory mapping add=%d gfn=%#x mfn=%#x nr=%#x", r.Add, r.FirstGfn, r.FirstMfn, r.NrMfns)
 	}
 	it := Item{Kind: KindMem, Guest: r.FirstGfn, Host: r.FirstMfn, Count: r.NrMfns}
-	if r.Add == 0 {
+	return nil, s.mapping(it, r.Add == 1, "memory_mapping", r.FirstMfn*pageSize, r.NrMfns*pageSize, func(add bool) error {
+		return s.b.cfg.Backend.MemoryMapping(s.Domid, r.FirstGfn, r.FirstMfn, r.NrMfns, add)
+	})
+}
+
+// mapping is the one path of both BAR mapping ops (MMIO pages, I/O
+// ports): a removal must name a live mapping exactly; an addition must lie
+// inside one BAR of one of the session's devices (host range hostStart,
+// hostLen in bytes or ports) and overlap no live mapping. do runs the
+// backend call with the add flag.
+func (s *Session) mapping(it Item, add bool, op string, hostStart, hostLen uint64, do func(add bool) error) *refusal {
+	if !add {
 		live, ok := s.live.find(it.same)
 		if !ok {
-			return nil, deny(unix.ENOENT, "no live %s", it)
+			return deny(unix.ENOENT, "no live %s", it)
 		}
-		return nil, s.delItem(live, "memory_mapping", func() error {
-			return s.b.cfg.Backend.MemoryMapping(s.Domid, r.FirstGfn, r.FirstMfn, r.NrMfns, false)
-		})
+		return s.delItem(live, op, func() error { return do(false) })
 	}
-	bdf, f := s.checkRange(false, r.FirstMfn*pageSize, r.NrMfns*pageSize)
+	bdf, f := s.checkRange(it.Kind == KindIO, hostStart, hostLen)
 	if f != nil {
-		return nil, f
+		return f
 	}
-	if f := s.checkLiveOverlap(KindMem, r.FirstGfn, r.FirstMfn, r.NrMfns); f != nil {
-		return nil, f
+	if f := s.checkLiveOverlap(it.Kind, it.Guest, it.Host, it.Count); f != nil {
+		return f
 	}
 	it.BDF = bdf.String()
-	return nil, s.addItem(it, "memory_mapping", func() error {
-		return s.b.cfg.Backend.MemoryMapping(s.Domid, r.FirstGfn, r.FirstMfn, r.NrMfns, true)
-	})
+	return s.addItem(it, op, func() error { return do(true) })
 }
 
 func (s *Session) ioportMapping(r *IoportMapping) (any, *refusal) {
@@ -97,25 +104,8 @@ func (s *Session) ioportMapping(r *IoportMapping) (any, *refusal) {
 		return nil, deny(unix.EINVAL, "ioport mapping add=%d gport=%#x mport=%#x nr=%#x", r.Add, r.FirstGport, r.FirstMport, r.NrPorts)
 	}
 	it := Item{Kind: KindIO, Guest: uint64(r.FirstGport), Host: uint64(r.FirstMport), Count: uint64(r.NrPorts)}
-	if r.Add == 0 {
-		live, ok := s.live.find(it.same)
-		if !ok {
-			return nil, deny(unix.ENOENT, "no live %s", it)
-		}
-		return nil, s.delItem(live, "ioport_mapping", func() error {
-			return s.b.cfg.Backend.IoportMapping(s.Domid, r.FirstGport, r.FirstMport, r.NrPorts, false)
-		})
-	}
-	bdf, f := s.checkRange(true, it.Host, it.Count)
-	if f != nil {
-		return nil, f
-	}
-	if f := s.checkLiveOverlap(KindIO, it.Guest, it.Host, it.Count); f != nil {
-		return nil, f
-	}
-	it.BDF = bdf.String()
-	return nil, s.addItem(it, "ioport_mapping", func() error {
-		return s.b.cfg.Backend.IoportMapping(s.Domid, r.FirstGport, r.FirstMport, r.NrPorts, true)
+	return nil, s.mapping(it, r.Add == 1, "ioport_mapping", it.Host, it.Count, func(add bool) error {
+		return s.b.cfg.Backend.IoportMapping(s.Domid, r.FirstGport, r.FirstMport, r.NrPorts, add)
 	})
 }
 
