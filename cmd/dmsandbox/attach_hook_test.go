@@ -1,13 +1,10 @@
 package main
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/dmsandbox/dmsandbox/pci"
-	"github.com/dmsandbox/dmsandbox/pci/backend/fake"
-	"github.com/dmsandbox/dmsandbox/pci/broker"
 )
 
 // TestBrokerHookRequiresAuthorization: DM mode's device_add path (the
@@ -17,25 +14,8 @@ import (
 // through; `dmsandbox detach` takes the device from the live session and
 // QEMU's later device_del revoke finds nothing left.
 func TestBrokerHookRequiresAuthorization(t *testing.T) {
-	dir := t.TempDir()
-	be, err := fake.New(capturedTree, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := broker.NewEmbedded(broker.EmbeddedConfig{Backend: be, SysfsRoot: capturedTree, AuditDir: filepath.Join(dir, "audit"),
-		StateDir: filepath.Join(dir, "state"), Buffered: true, AllowFake: true, RequireAuthorization: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Shutdown()
-	sock := filepath.Join(dir, "broker.sock")
-	l, err := broker.ListenControl(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.ServeControl(l) }()
-	defer func() { l.Close(); <-done }()
+	tb := serveTestBroker(t, true)
+	sock, be, e := tb.sock, tb.be, tb.e
 
 	const dev = "0000:01:00.0"
 	bdf, _ := pci.ParseBDF(dev)

@@ -6,8 +6,6 @@ import (
 	"testing"
 
 	"github.com/dmsandbox/dmsandbox/pci"
-	"github.com/dmsandbox/dmsandbox/pci/backend/fake"
-	"github.com/dmsandbox/dmsandbox/pci/broker"
 )
 
 // TestBrokerHook: the QMP proxy's passthrough hook against a real broker
@@ -15,26 +13,8 @@ import (
 // the grant attaches the device to a session of the domain, the revoke
 // detaches it, close ends the session; without a daemon grants fail.
 func TestBrokerHook(t *testing.T) {
-	const tree = "../../pci/testdata/sysfs/q35-vfio-rig"
-	dir := t.TempDir()
-	be, err := fake.New(tree, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := broker.NewEmbedded(broker.EmbeddedConfig{Backend: be, SysfsRoot: tree, AuditDir: filepath.Join(dir, "audit"),
-		StateDir: filepath.Join(dir, "state"), Buffered: true, AllowFake: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Shutdown()
-	sock := filepath.Join(dir, "broker.sock")
-	l, err := broker.ListenControl(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.ServeControl(l) }()
-	defer func() { l.Close(); <-done }()
+	tb := serveTestBroker(t, false)
+	dir, sock, e := tb.dir, tb.sock, tb.e
 
 	bdf, _ := pci.ParseBDF("0000:01:00.0")
 	h := &brokerHook{socket: sock}
