@@ -31,7 +31,24 @@ enum dmsb_op {
 	DMSB_CONFIG_READ = 11,
 	DMSB_CONFIG_WRITE = 12,
 	DMSB_RESET = 13,
+	DMSB_OPEN_FILE = 14,      /* a read-only fd of a session device's sysfs file (SCM_RIGHTS) */
 };
+
+/* Files of DMSB_OPEN_FILE: what QEMU's hw/xen/xen-host-pci-device.c opens
+ * under /sys/bus/pci/devices/BDF/, and the BAR holding the MSI-X table
+ * (hw/xen/xen_pt_msi.c maps it through /dev/mem). */
+enum dmsb_file {
+	DMSB_FILE_CONFIG = 1,
+	DMSB_FILE_RESOURCE = 2,
+	DMSB_FILE_VENDOR = 3,
+	DMSB_FILE_DEVICE = 4,
+	DMSB_FILE_SUBSYSTEM_VENDOR = 5,
+	DMSB_FILE_SUBSYSTEM_DEVICE = 6,
+	DMSB_FILE_CLASS = 7,
+	DMSB_FILE_IRQ = 8,
+	DMSB_FILE_MSIX_BAR = 9, /* bdf may be DMSB_BDF_ANY; addr: a host address in the MSI-X table or PBA */
+};
+#define DMSB_BDF_ANY 0xffffffffu
 
 /* The 24-byte header. */
 struct dmsb_header {
@@ -71,6 +88,11 @@ struct dmsb_config_read  { uint32_t bdf; uint16_t offset; uint8_t size, reserved
 struct dmsb_config_read_reply { uint32_t value, reserved; };
 struct dmsb_config_write { uint32_t bdf; uint16_t offset; uint8_t size, reserved; uint32_t value, reserved2; };
 struct dmsb_reset        { uint32_t bdf, reserved; };
+/* The reply to DMSB_OPEN_FILE carries exactly one fd (SCM_RIGHTS) when
+ * status is 0; base/size are the BAR's host address and length for
+ * DMSB_FILE_MSIX_BAR, 0 otherwise. */
+struct dmsb_open_file    { uint32_t bdf, file; uint64_t addr; };
+struct dmsb_open_file_reply { uint64_t base, size; };
 
 #define DMSB_CHECK_SIZE(t, n) _Static_assert(sizeof(struct t) == (n), #t " is " #n " bytes on the wire")
 DMSB_CHECK_SIZE(dmsb_header, 24);
@@ -91,5 +113,7 @@ DMSB_CHECK_SIZE(dmsb_config_read, 8);
 DMSB_CHECK_SIZE(dmsb_config_read_reply, 8);
 DMSB_CHECK_SIZE(dmsb_config_write, 16);
 DMSB_CHECK_SIZE(dmsb_reset, 8);
+DMSB_CHECK_SIZE(dmsb_open_file, 16);
+DMSB_CHECK_SIZE(dmsb_open_file_reply, 16);
 
 #endif
