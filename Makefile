@@ -131,6 +131,6 @@ fuzz-dm:
 SHIM := bin/libdmsb-shim.so
 .PHONY: shim
 shim: $(SHIM)
-$(SHIM): pci/broker/shim/dmsb_shim.c pci/broker/c/dmsb.h
+$(SHIM): pci/broker/shim/dmsb_shim.c pci/broker/shim/dmsb_shim_files.c pci/broker/shim/shim.h pci/broker/c/dmsb.h
 	@mkdir -p bin
-	gcc -shared -fPIC -O2 -Wall -Wextra -Werror -fvisibility=hidden -Ipci/broker/c -o $@ pci/broker/shim/dmsb_shim.c -lpthread -ldl
+	gcc -shared -fPIC -O2 -Wall -Wextra -Werror -fvisibility=hidden -Ipci/broker/c -o $@ pci/broker/shim/dmsb_shim.c pci/broker/shim/dmsb_shim_files.c -lpthread -ldl

@@ -67,7 +67,7 @@ func buildShimClients(t *testing.T) (client, withFake string) {
 // writing lib.
 func shimFlags(lib string) []string {
 	return []string{"gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-Ic",
-		"-o", lib, "shim/dmsb_shim.c", "-lpthread", "-ldl"}
+		"-o", lib, "shim/dmsb_shim.c", "shim/dmsb_shim_files.c", "-lpthread", "-ldl"}
 }
 
 // runShimClient runs the client with extra as fds 3.. and env added to a
@@ -236,9 +236,11 @@ func fallbackOut(e unix.Errno) string {
 	return b.String()
 }
 
-// TestShimFallback: without a broker the shim defers to the next
+// TestShimFallback: without the variable the shim defers to the next
 // definition of each symbol (dlsym(RTLD_NEXT)); none is loaded here, so
-// each call returns -1/ENOSYS instead of crashing.
+// each call returns -1/ENOSYS instead of crashing. With the variable set
+// to anything but a SOCK_SEQPACKET socket's fd, every call fails closed
+// with EBADF: a broker was promised, libxenctrl must not be reached.
 func TestShimFallback(t *testing.T) {
 	bin := buildShim(t)
 	stream, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
@@ -257,16 +259,18 @@ func TestShimFallback(t *testing.T) {
 		name  string
 		env   []string
 		extra []*os.File
+		want  unix.Errno
 	}{
-		{"no variable", nil, nil},
-		{"fd not open", []string{shimEnv + "=9"}, nil},
-		{"not a number", []string{shimEnv + "=3x"}, []*os.File{sf}},
-		{"not a socket", []string{shimEnv + "=3"}, []*os.File{devnull}},
-		{"stream socket", []string{shimEnv + "=3"}, []*os.File{sf}},
+		{"no variable", nil, nil, unix.ENOSYS},
+		{"empty", []string{shimEnv + "="}, nil, unix.EBADF},
+		{"fd not open", []string{shimEnv + "=9"}, nil, unix.EBADF},
+		{"not a number", []string{shimEnv + "=3x"}, []*os.File{sf}, unix.EBADF},
+		{"not a socket", []string{shimEnv + "=3"}, []*os.File{devnull}, unix.EBADF},
+		{"stream socket", []string{shimEnv + "=3"}, []*os.File{sf}, unix.EBADF},
 	}
 	for _, c := range cases {
-		if out := runShimClient(t, bin, c.env, c.extra, "fallback"); out != fallbackOut(unix.ENOSYS) {
-			t.Errorf("%s: got\n%s\nwant\n%s", c.name, out, fallbackOut(unix.ENOSYS))
+		if out := runShimClient(t, bin, c.env, c.extra, "fallback"); out != fallbackOut(c.want) {
+			t.Errorf("%s: got\n%s\nwant\n%s", c.name, out, fallbackOut(c.want))
 		}
 	}
 }

@@ -15,12 +15,17 @@
  *   - broker:   DMSANDBOX_BROKER_FD names an fd that is a SOCK_SEQPACKET
  *               socket. HELLO is exchanged first (version checked); if it
  *               fails, every call fails (fail closed, never a fallback).
- *   - fallback: the variable is absent, or the fd is not a SOCK_SEQPACKET
- *               socket: each call goes to the next definition of the symbol
+ *               A variable that is set but malformed, or names an fd that
+ *               is not a SOCK_SEQPACKET socket, is broken too (EBADF).
+ *   - fallback: the variable is absent: each call goes to the next
+ *               definition of the symbol
  *               (dlsym(RTLD_NEXT)), i.e. the real libxenctrl, so the library
  *               is harmless when preloaded without a broker. If no later
  *               object defines it (libxenctrl not loaded), the call returns
  *               -1 with errno ENOSYS.
+ *
+ * The files QEMU's xen_pt opens itself (sysfs, /dev/mem) are
+ * dmsb_shim_files.c's: it asks for them over the same session.
  *
  * Threads: one mutex around each exchange (the protocol allows one request
  * in flight per session). No allocation and no stdio: a frame lives on the
@@ -35,13 +40,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <xenctrl.h>
 
 #include "dmsb.h"
+#include "shim.h"
 
 #define SHIM_ENV "DMSANDBOX_BROKER_FD"
-#define SHIM_API __attribute__((visibility("default")))
 
 enum shim_mode { MODE_UNKNOWN, MODE_FALLBACK, MODE_BROKER, MODE_BROKEN };
 
@@ -81,12 +87,93 @@ static int send_all(const void *buf, size_t len)
 }
 
 /*
+ * reply_status checks that reply (n bytes) answers h and returns 0, the
+ * broker's status, or a negative errno for a framing failure.
+ */
+static int reply_status(const unsigned char *reply, ssize_t n, const struct dmsb_header *h,
+			struct dmsb_header *rh, struct dmsb_reply_prefix *rp, void *res, size_t reslen)
+{
+	if (n == 0)
+		return -ECONNRESET; /* the broker closed the session */
+	if ((size_t)n < sizeof *rh + sizeof *rp || n > DMSB_MAX_FRAME)
+		return -EPROTO;
+	memcpy(rh, reply, sizeof *rh);
+	memcpy(rp, reply + sizeof *rh, sizeof *rp);
+	/* One request in flight: anything but the reply to it is a broken peer. */
+	if (rh->magic != DMSB_MAGIC || rh->version != DMSB_VERSION || rh->flags != DMSB_FLAG_REPLY ||
+	    rh->op != h->op || rh->seq != h->seq || rh->length != (size_t)n - sizeof *rh)
+		return -EPROTO;
+	if (rp->status < 0)
+		return -EPROTO;
+	if (rp->status != 0)
+		return rp->status;
+	if (reslen != 0) {
+		if ((size_t)n != sizeof *rh + sizeof *rp + reslen)
+			return -EPROTO;
+		memcpy(res, reply + sizeof *rh + sizeof *rp, reslen);
+	}
+	return 0;
+}
+
+/*
+ * recv_reply receives one datagram into buf and, if fdp is not NULL, the
+ * one fd it may carry (SCM_RIGHTS, close-on-exec). Any fd that arrives
+ * when none is expected, or more than one, is closed and the reply is
+ * EPROTO: a peer must never leave descriptors in QEMU by surprise.
+ */
+static ssize_t recv_reply(unsigned char *buf, size_t len, int *fdp)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(2 * sizeof(int))];
+	} cm;
+	struct iovec iov = { buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof cm.b };
+	struct cmsghdr *c;
+	int got = -1, extra = 0;
+	ssize_t n;
+
+	do
+		n = recvmsg(shim_fd, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	for (c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+		size_t i, nfd;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < nfd; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+			if (got < 0 && fdp != NULL) {
+				got = fd;
+			} else {
+				close(fd);
+				extra = 1;
+			}
+		}
+	}
+	if (extra || (mh.msg_flags & MSG_CTRUNC)) {
+		if (got >= 0)
+			close(got);
+		return -EPROTO;
+	}
+	if (fdp != NULL)
+		*fdp = got;
+	return n;
+}
+
+/*
  * exchange sends op with body and waits for the reply of the same seq.
  * Returns 0 or the broker's status (a positive errno); a transport or
  * framing failure is returned as a negative errno. Copies the op's result
- * (only on status 0) to res. Called with shim_mu held.
+ * (only on status 0) to res. fdp, if not NULL, receives the fd a
+ * successful reply must carry. Called with shim_mu held.
  */
-static int exchange(uint16_t op, const void *body, uint32_t len, void *res, size_t reslen)
+static int exchange(uint16_t op, const void *body, uint32_t len, void *res, size_t reslen, int *fdp)
 {
 	/* +1: a reply longer than any valid frame is seen as too long. */
 	unsigned char frame[DMSB_MAX_FRAME], reply[DMSB_MAX_FRAME + 1];
@@ -94,37 +181,25 @@ static int exchange(uint16_t op, const void *body, uint32_t len, void *res, size
 	struct dmsb_header rh;
 	struct dmsb_reply_prefix rp;
 	ssize_t n;
-	int err;
+	int err, fd = -1, st;
 
 	memcpy(frame, &h, sizeof h);
 	memcpy(frame + sizeof h, body, len);
 	if ((err = send_all(frame, sizeof h + len)) != 0)
 		return -err;
-	do
-		n = recv(shim_fd, reply, sizeof reply, 0);
-	while (n < 0 && errno == EINTR);
+	n = recv_reply(reply, sizeof reply, fdp != NULL ? &fd : NULL);
 	if (n < 0)
-		return -errno;
-	if (n == 0)
-		return -ECONNRESET; /* the broker closed the session */
-	if ((size_t)n < sizeof rh + sizeof rp || n > DMSB_MAX_FRAME)
-		return -EPROTO;
-	memcpy(&rh, reply, sizeof rh);
-	memcpy(&rp, reply + sizeof rh, sizeof rp);
-	/* One request in flight: anything but the reply to it is a broken peer. */
-	if (rh.magic != DMSB_MAGIC || rh.version != DMSB_VERSION || rh.flags != DMSB_FLAG_REPLY ||
-	    rh.op != op || rh.seq != h.seq || rh.length != (size_t)n - sizeof rh)
-		return -EPROTO;
-	if (rp.status < 0)
-		return -EPROTO;
-	if (rp.status != 0)
-		return rp.status;
-	if (reslen != 0) {
-		if ((size_t)n != sizeof rh + sizeof rp + reslen)
-			return -EPROTO;
-		memcpy(res, reply + sizeof rh + sizeof rp, reslen);
+		return (int)n;
+	st = reply_status(reply, n, &h, &rh, &rp, res, reslen);
+	if (st == 0 && fdp != NULL && fd < 0)
+		st = -EPROTO; /* success without the promised fd */
+	if (st != 0 && fd >= 0) {
+		close(fd);
+		fd = -1;
 	}
-	return 0;
+	if (fdp != NULL)
+		*fdp = fd;
+	return st;
 }
 
 /*
@@ -138,14 +213,23 @@ static void choose(void)
 	struct dmsb_hello_reply hr;
 	int type = 0, st;
 	socklen_t tl = sizeof type;
-	int fd = parse_fd(getenv(SHIM_ENV));
+	const char *env = getenv(SHIM_ENV);
+	int fd = parse_fd(env);
 
-	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_SEQPACKET) {
+	if (env == NULL) {
 		shim_mode = MODE_FALLBACK;
 		return;
 	}
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_SEQPACKET) {
+		/* Fail closed: the variable promises a broker; a malformed
+		 * number or an fd that is not the session socket must not
+		 * send QEMU back to libxenctrl (or to the wrong peer). */
+		shim_mode = MODE_BROKEN;
+		shim_broken_errno = EBADF;
+		return;
+	}
 	shim_fd = fd;
-	st = exchange(DMSB_HELLO, &hello, sizeof hello, &hr, sizeof hr);
+	st = exchange(DMSB_HELLO, &hello, sizeof hello, &hr, sizeof hr, NULL);
 	if (st != 0) {
 		/* Fail closed: a broker was promised; never fall back to libxenctrl. */
 		shim_mode = MODE_BROKEN;
@@ -156,11 +240,11 @@ static void choose(void)
 }
 
 /*
- * call runs one exchange under the mutex. Returns 1 if the call was
+ * shim_call runs one exchange under the mutex. Returns 1 if the call was
  * forwarded (*ret holds libxenctrl's return value, errno set on -1), 0 if
- * the caller must fall back.
+ * the caller must fall back. fdp as for exchange.
  */
-static int call(uint16_t op, const void *body, uint32_t len, void *res, size_t reslen, int *ret)
+int shim_call(uint16_t op, const void *body, uint32_t len, void *res, size_t reslen, int *fdp, int *ret)
 {
 	int st;
 
@@ -175,7 +259,7 @@ static int call(uint16_t op, const void *body, uint32_t len, void *res, size_t r
 		st = shim_broken_errno;
 		break;
 	default:
-		st = exchange(op, body, len, res, reslen);
+		st = exchange(op, body, len, res, reslen, fdp);
 		if (st < 0) {
 			/* Transport or framing failure: the session is unusable. */
 			st = -st;
@@ -190,9 +274,12 @@ static int call(uint16_t op, const void *body, uint32_t len, void *res, size_t r
 	return 1;
 }
 
-/* forwarding reports (choosing the mode if need be) whether calls go to
- * the broker rather than to libxenctrl. */
-static int forwarding(void)
+/* call: the xc_* calls expect no fd. */
+#define call(op, body, len, res, reslen, ret) shim_call(op, body, len, res, reslen, NULL, ret)
+
+/* shim_forwarding reports (choosing the mode if need be) whether calls
+ * go to the broker rather than to libxenctrl. */
+int shim_forwarding(void)
 {
 	int fwd;
 
@@ -239,7 +326,7 @@ SHIM_API int xc_domain_memory_mapping(xc_interface *xch, uint32_t domid, unsigne
 
 	/* libxenctrl returns 0 for an empty range before any hypercall; the
 	 * broker would refuse it (EINVAL), so answer as libxenctrl does. */
-	if (nr_mfns == 0 && forwarding())
+	if (nr_mfns == 0 && shim_forwarding())
 		return 0;
 	if (call(DMSB_MEMORY_MAPPING, &b, sizeof b, NULL, 0, &ret))
 		return ret;
