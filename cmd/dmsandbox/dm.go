@@ -135,6 +135,23 @@ func dmCmd(args []string) int {
 		logf("domain %d: %v", dm.Domid, err)
 		return ExitSetup
 	}
+	// The broker session, before QEMU starts: QEMU inherits it for the
+	// shim (dm_broker.go). Closed, undoing what it holds, when DM mode ends.
+	socket := os.Getenv(envBroker)
+	if socket == "" {
+		socket = broker.DefaultControlSocket
+	}
+	hook := &brokerHook{socket: socket}
+	defer func() {
+		if err := hook.close(); err != nil {
+			logf("domain %d: broker session: %v", dm.Domid, err)
+		}
+	}()
+	if err := hook.handTo(&spec, &cfg, uint32(dm.Domid)); err != nil {
+		logf("domain %d: PCI passthrough unavailable: %v", dm.Domid, err)
+	} else {
+		logf("domain %d: broker session handed to QEMU (libxenctrl shim preloaded)", dm.Domid)
+	}
 	// (/dev/xen/hypercall, where libxencall takes its hypercall buffers
 	// instead of mlocking memory under dm_restrict's RLIMIT_MEMLOCK 0, is
 	// in the qemu-xen profile's device list: launcher/devices.go.)
@@ -151,11 +168,7 @@ func dmCmd(args []string) int {
 		return exitCodeFor(err)
 	}
 	// 4. The proxy, in front of the launcher's management monitor.
-	socket := os.Getenv(envBroker)
-	if socket == "" {
-		socket = broker.DefaultControlSocket
-	}
-	hook := &brokerHook{socket: socket, grant: backend.Grant{UID: int(sb.State.UID), GID: int(sb.State.UID), QEMUPid: sb.State.Pid}}
+	hook.setGrant(backend.Grant{UID: int(sb.State.UID), GID: int(sb.State.UID), QEMUPid: sb.State.Pid})
 	proxy := qmpproxy.New(qmpproxy.Config{
 		Domid: uint32(dm.Domid),
 		Dial:  func() (net.Conn, error) { return net.Dial("unix", sb.State.QMPSocket) },

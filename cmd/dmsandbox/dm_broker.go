@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
+	"github.com/dmsandbox/dmsandbox/launcher"
 	"github.com/dmsandbox/dmsandbox/pci"
 	"github.com/dmsandbox/dmsandbox/pci/backend"
 	"github.com/dmsandbox/dmsandbox/pci/broker"
@@ -17,7 +20,8 @@ import (
 // attached the device to this domain's session; a deleted device is
 // detached. With no daemon listening every grant fails: passthrough
 // fails closed. The session opens at the first grant and closes (undoing
-// everything it holds) when DM mode ends.
+// everything it holds) when DM mode ends — or, when a daemon is there,
+// before QEMU starts (handTo), so QEMU inherits the session for the shim.
 type brokerHook struct {
 	socket string
 	grant  backend.Grant
@@ -43,6 +47,14 @@ func (h *brokerHook) open(domid uint32) error {
 	}
 	h.ctrl, h.session, h.sfd = c, id, f
 	return nil
+}
+
+// setGrant records who the sandbox is, once it runs: the grant every
+// attach passes on.
+func (h *brokerHook) setGrant(g backend.Grant) {
+	h.mu.Lock()
+	h.grant = g
+	h.mu.Unlock()
 }
 
 // Grant implements qmpproxy.Hook.
@@ -78,3 +90,73 @@ func (h *brokerHook) close() error {
 	h.ctrl = nil
 	return err
 }
+
+// envShim overrides where DM mode finds the libxenctrl shim.
+const envShim = "DMSANDBOX_SHIM"
+
+// shimName is the shim `make build` puts beside the binary; packages
+// install it under /usr/lib/dmsandbox.
+const shimName = "libdmsb-shim.so"
+
+// findShim locates the shim: $DMSANDBOX_SHIM, beside this executable, or
+// /usr/lib/dmsandbox.
+func findShim() (string, error) {
+	if p := os.Getenv(envShim); p != "" {
+		if !filepath.IsAbs(p) {
+			return "", fmt.Errorf("%s=%q is not absolute", envShim, p)
+		}
+		return p, nil
+	}
+	var tried []string
+	if exe, err := os.Executable(); err == nil {
+		tried = append(tried, filepath.Join(filepath.Dir(exe), shimName))
+	}
+	tried = append(tried, filepath.Join("/usr/lib/dmsandbox", shimName))
+	for _, p := range tried {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no %s at %v (make build, or set %s)", shimName, tried, envShim)
+}
+
+// handTo opens the domain's broker session before QEMU starts and hands
+// it to QEMU: the session socket as one more inherited fd, the shim in
+// LD_PRELOAD (copied into the sandbox root at its host path) and
+// DMSANDBOX_BROKER_FD naming the fd. QEMU's xen_pt then reaches the
+// broker for every privileged call and for the device files it opens
+// itself; nothing else changes in QEMU. Without a daemon (or without the
+// shim) QEMU runs as before and passthrough fails closed: the proxy's
+// device_add grant needs the daemon, and a restricted QEMU's own
+// hypercalls are refused by Xen.
+func (h *brokerHook) handTo(spec *launcher.Spec, cfg *launcher.Config, domid uint32) error {
+	shim, err := findShim()
+	if err != nil {
+		return err
+	}
+	// Whatever libxl's environment preloads would run in QEMU beside
+	// the shim: refuse rather than guess the order.
+	for _, kv := range spec.Env {
+		if strings.HasPrefix(kv, "LD_PRELOAD=") || strings.HasPrefix(kv, shimFDEnv+"=") {
+			return fmt.Errorf("QEMU's environment already sets %s", kv[:strings.IndexByte(kv, '=')])
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.open(domid); err != nil {
+		return err
+	}
+	spec.Files = append(spec.Files, launcher.HandedFile{Name: "broker", File: h.sfd})
+	fd := launcher.FirstFileFD(*spec) + len(spec.Files) - 1
+	for _, kv := range spec.Env {
+		if len(kv) >= len("LD_PRELOAD=") && kv[:len("LD_PRELOAD=")] == "LD_PRELOAD=" {
+			return errors.New("QEMU's environment already has LD_PRELOAD")
+		}
+	}
+	spec.Env = append(spec.Env, "LD_PRELOAD="+shim, fmt.Sprintf("%s=%d", shimFDEnv, fd))
+	cfg.ExtraPaths = append(append([]string(nil), cfg.ExtraPaths...), shim)
+	return nil
+}
+
+// shimFDEnv is the variable the shim reads its session fd from.
+const shimFDEnv = "DMSANDBOX_BROKER_FD"

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/dmsandbox/dmsandbox/launcher"
 	"github.com/dmsandbox/dmsandbox/pci"
 )
 
@@ -54,5 +56,71 @@ func TestBrokerHook(t *testing.T) {
 	none := &brokerHook{socket: filepath.Join(dir, "none.sock")}
 	if err := none.Grant(7, bdf); err == nil || !strings.Contains(err.Error(), "no broker daemon") {
 		t.Errorf("grant without a daemon: %v", err)
+	}
+}
+
+// TestBrokerHookHandTo: with a daemon, DM mode opens the domain's session
+// before QEMU starts and hands it over: one more fd after libxl's, the
+// shim preloaded and copied into the root, the fd number in the
+// environment; the session exists before any device_add. Without a
+// daemon, or with LD_PRELOAD already set, the spec is left alone.
+func TestBrokerHookHandTo(t *testing.T) {
+	tb := serveTestBroker(t, false)
+	shim := filepath.Join(t.TempDir(), "libdmsb-shim.so")
+	if err := os.WriteFile(shim, []byte("not loaded here"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envShim, shim)
+	qemu := "/usr/bin/qemu-system-x86_64" // FirstFileFD: QEMU gets the QMP socket as fd 3
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	base := launcher.Spec{Program: qemu, Env: []string{"XEN_DOMAIN_ID=7"},
+		Files: []launcher.HandedFile{{Name: "libxl-cmd", File: devnull}}}
+
+	h := &brokerHook{socket: tb.sock}
+	spec, cfg := base, launcher.Config{ExtraPaths: []string{"/etc/x"}}
+	if err := h.handTo(&spec, &cfg, 7); err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.Files) != 2 || spec.Files[1].Name != "broker" || spec.Files[1].File != h.sfd {
+		t.Errorf("files: %+v", spec.Files)
+	}
+	wantEnv := []string{"XEN_DOMAIN_ID=7", "LD_PRELOAD=" + shim, "DMSANDBOX_BROKER_FD=5"}
+	if strings.Join(spec.Env, " ") != strings.Join(wantEnv, " ") {
+		t.Errorf("env %q, want %q", spec.Env, wantEnv)
+	}
+	if strings.Join(cfg.ExtraPaths, " ") != "/etc/x "+shim {
+		t.Errorf("extra paths %q", cfg.ExtraPaths)
+	}
+	if n := len(tb.e.Sessions()); n != 1 || tb.e.Sessions()[0].Domid != 7 {
+		t.Errorf("sessions after handTo: %+v", tb.e.Sessions())
+	}
+	if err := h.close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tb.e.Sessions()); n != 0 {
+		t.Errorf("%d sessions after close", n)
+	}
+
+	for name, c := range map[string]struct {
+		socket string
+		env    []string
+	}{
+		"no daemon":  {filepath.Join(tb.dir, "none.sock"), nil},
+		"LD_PRELOAD": {tb.sock, []string{"LD_PRELOAD=/x.so"}},
+	} {
+		spec, cfg := base, launcher.Config{}
+		spec.Env = append(append([]string(nil), base.Env...), c.env...)
+		h := &brokerHook{socket: c.socket}
+		if err := h.handTo(&spec, &cfg, 8); err == nil {
+			t.Errorf("%s: handTo succeeded", name)
+		}
+		if len(spec.Files) != 1 || len(spec.Env) != 1+len(c.env) || len(cfg.ExtraPaths) != 0 {
+			t.Errorf("%s: spec changed: %+v %+v", name, spec, cfg)
+		}
+		h.close()
+	}
+	if n := len(tb.e.Sessions()); n != 0 {
+		t.Errorf("%d sessions left", n)
 	}
 }
