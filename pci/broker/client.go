@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/dmsandbox/dmsandbox/pci"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,7 +73,11 @@ func (c *Client) exchange(frame []byte, seq uint32, result any) error {
 	if err != nil {
 		return err
 	}
-	h, status, err := DecodeReply(c.buf[:n], result)
+	return checkReply(c.buf[:n], seq, result)
+}
+
+func checkReply(frame []byte, seq uint32, result any) error {
+	h, status, err := DecodeReply(frame, result)
 	if err != nil {
 		return err
 	}
@@ -83,6 +88,38 @@ func (c *Client) exchange(frame []byte, seq uint32, result any) error {
 		return &StatusError{Op: h.Op, Errno: status}
 	}
 	return nil
+}
+
+// AnyBDF passed to OpenFile with FileMSIXBar lets the broker pick the
+// session device whose MSI-X table or PBA holds addr (WireAnyBDF).
+var AnyBDF = BDFFromWire(WireAnyBDF)
+
+// OpenFile asks for a read-only fd of file (File*) of session device bdf;
+// addr is 0, or for FileMSIXBar a host address in the MSI-X table or PBA
+// (bdf may then be AnyBDF). The reply's Base and Size are the BAR's for
+// FileMSIXBar. A refusal is a *StatusError and returns no file.
+func (c *Client) OpenFile(bdf pci.BDF, file uint32, addr uint64) (*os.File, OpenFileReply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	var rep OpenFileReply
+	if err := c.conn.Send(EncodeRequest(c.seq, &OpenFile{BDF: WireBDF(bdf), File: file, Addr: addr})); err != nil {
+		return nil, rep, err
+	}
+	n, f, err := c.conn.RecvFile(c.buf, fmt.Sprintf("broker:%s/%s", bdf, FileName(file)))
+	if err != nil {
+		return nil, rep, err
+	}
+	if err := checkReply(c.buf[:n], c.seq, &rep); err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return nil, OpenFileReply{}, err
+	}
+	if f == nil {
+		return nil, OpenFileReply{}, fmt.Errorf("%w: open_file of %s %s succeeded without an fd", ErrBadReply, bdf, FileName(file))
+	}
+	return f, rep, nil
 }
 
 // Errno extracts the status of a Do error (0 for nil, EIO for transport

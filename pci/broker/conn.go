@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -27,8 +28,13 @@ type packetConn struct {
 
 func newPacketConn(f *os.File) *packetConn {
 	// Fd puts the file in blocking mode, which is what we want.
-	return &packetConn{f: f, fd: int(f.Fd()), oob: make([]byte, unix.CmsgSpace(unix.SizeofUcred))}
+	return &packetConn{f: f, fd: int(f.Fd()), oob: make([]byte, oobSize)}
 }
+
+// oobSize holds the sender's credentials and one fd (an open_file reply)
+// with room for a few more, so a peer that sends extra fds has them
+// delivered, and closed, rather than cut off unseen.
+var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4*4)
 
 // passCred asks the kernel to attach the sender's credentials to every
 // frame received (SO_PASSCRED): who sent a request is then known per
@@ -39,36 +45,77 @@ func (c *packetConn) passCred() error {
 
 // Recv reads one frame; a frame longer than buf is cut to len(buf).
 // io.EOF when the peer hung up. cred is the sender's, when passCred is on.
+// Any fd that came with the frame is closed: the broker takes no fds, and
+// a client that did not ask for one must not collect them.
 func (c *packetConn) Recv(buf []byte) (n int, cred *unix.Ucred, err error) {
+	n, cred, fds, err := c.recv(buf)
+	closeFds(fds)
+	return n, cred, err
+}
+
+// RecvFile reads one frame and the fd it carries, if any (an open_file
+// reply); extra fds are closed. name names the *os.File.
+func (c *packetConn) RecvFile(buf []byte, name string) (int, *os.File, error) {
+	n, _, fds, err := c.recv(buf)
+	if err != nil || len(fds) == 0 {
+		closeFds(fds)
+		return n, nil, err
+	}
+	closeFds(fds[1:])
+	return n, os.NewFile(uintptr(fds[0]), name), nil
+}
+
+func (c *packetConn) recv(buf []byte) (n int, cred *unix.Ucred, fds []int, err error) {
 	oob := c.oob
 	for {
-		n, oobn, _, _, err := unix.Recvmsg(c.fd, buf, oob, 0)
+		// MSG_CMSG_CLOEXEC: a received fd never leaks into an exec.
+		n, oobn, _, _, err := unix.Recvmsg(c.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return 0, nil, fmt.Errorf("broker: session receive: %w", err)
-		case n == 0:
-			return 0, nil, io.EOF
+			return 0, nil, nil, fmt.Errorf("broker: session receive: %w", err)
 		}
 		if oobn > 0 {
 			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
 				for i := range msgs {
 					if uc, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
 						cred = uc
+					} else if rights, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+						fds = append(fds, rights...)
 					}
 				}
 			}
 		}
-		return n, cred, nil
+		if n == 0 {
+			closeFds(fds)
+			return 0, nil, nil, io.EOF
+		}
+		return n, cred, fds, nil
+	}
+}
+
+func closeFds(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
 	}
 }
 
 // Send writes one frame. MSG_NOSIGNAL: a peer that hung up is an error,
 // not a SIGPIPE.
-func (c *packetConn) Send(b []byte) error {
+func (c *packetConn) Send(b []byte) error { return c.SendFile(b, nil) }
+
+// SendFile writes one frame carrying f (when not nil) as SCM_RIGHTS on
+// the same datagram, so the fd and its reply arrive together or not at
+// all. The caller still owns f and closes its copy.
+func (c *packetConn) SendFile(b []byte, f *os.File) error {
+	var oob []byte
+	if f != nil {
+		oob = unix.UnixRights(int(f.Fd()))
+	}
 	for {
-		err := unix.Sendmsg(c.fd, b, nil, nil, unix.MSG_NOSIGNAL)
+		err := unix.Sendmsg(c.fd, b, oob, nil, unix.MSG_NOSIGNAL)
+		runtime.KeepAlive(f)
 		if err == unix.EINTR {
 			continue
 		}

@@ -13,14 +13,18 @@ import (
 //
 //	ESRCH     domid in the request is not the session's domain
 //	ENODEV    device is not attached to this session
-//	ERANGE    range starts outside every BAR of the session's devices
+//	ERANGE    range starts outside every BAR of the session's devices;
+//	          open_file msix_bar addr in no MSI-X table or PBA page
 //	EXDEV     range starts in one BAR and runs into another
 //	EINVAL    malformed argument; a BAR page shared with other registers
-//	          (BAR not page aligned); a config access not naturally aligned
+//	          (BAR not page aligned); a config access not naturally
+//	          aligned; open_file of an unknown file, or addr ≠ 0 for a
+//	          plain file
 //	EBUSY     overlaps a live mapping; already mapped or bound
 //	ENOENT    remove/unbind of something that is not live
 //	EACCES    GSI is not the device's
-//	ENXIO     device lacks the capability (no MSI / MSI-X / INTx)
+//	ENXIO     device lacks the capability (no MSI / MSI-X / INTx; open_file
+//	          msix_bar on devices without an MSI-X table in a memory BAR)
 //	EDOM      MSI vector or MSI-X entry past the table
 //	EFAULT    MSI-X table base is not the device's MSI-X BAR address
 //	EPERM     pirq is not owned by this session
@@ -29,7 +33,9 @@ import (
 //	EALREADY  seq not above the previous request's
 //	ESHUTDOWN session was closed
 //
-// Frames that do not decode get the decoder's errnos (proto_codec.go).
+// Frames that do not decode get the decoder's errnos (proto_codec.go). An
+// open_file the policy allows but whose open fails carries the open's
+// errno (ENOENT: the device has no such file; ELOOP: it is a link).
 
 // refusal is a policy or backend outcome other than success.
 type refusal struct {

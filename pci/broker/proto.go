@@ -66,7 +66,8 @@ const (
 type Op uint16
 
 // Ops of protocol version 1. One per libxenctrl call QEMU's hw/xen/xen_pt*.c
-// makes, plus hello, config read/write and reset.
+// makes, plus hello, config read/write, reset, and open_file for the files
+// Xen QEMU opens itself (hw/xen/xen-host-pci-device.c, xen_pt_msi.c).
 const (
 	OpHello         Op = 1  // negotiate; learn the session's domid and devices
 	OpMemoryMapping Op = 2  // xc_domain_memory_mapping
@@ -81,7 +82,8 @@ const (
 	OpConfigRead    Op = 11 // read config space (sysfs config)
 	OpConfigWrite   Op = 12 // write config space through the filter
 	OpReset         Op = 13 // reset a device of the session
-	opMax              = OpReset
+	OpOpenFile      Op = 14 // a read-only fd of a sysfs file of a session device (SCM_RIGHTS)
+	opMax              = OpOpenFile
 )
 
 var opNames = map[Op]string{
@@ -90,6 +92,7 @@ var opNames = map[Op]string{
 	OpBindPtPciIrq: "bind_pt_pci_irq", OpUnbindPtIrq: "unbind_pt_irq",
 	OpUpdateMsiIrq: "update_msi_irq", OpUnbindMsiIrq: "unbind_msi_irq",
 	OpConfigRead: "config_read", OpConfigWrite: "config_write", OpReset: "reset",
+	OpOpenFile: "open_file",
 }
 
 func (o Op) String() string {

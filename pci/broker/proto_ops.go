@@ -159,6 +159,60 @@ type Reset struct {
 	Reserved uint32
 }
 
+// OpenFile asks for a read-only fd of one file of a session device: what
+// QEMU's hw/xen/xen-host-pci-device.c opens under /sys/bus/pci/devices/BDF/
+// (File 1-8, Addr 0), or the resource file of the BAR holding the MSI-X
+// table or PBA that contains host address Addr (FileMSIXBar; BDF may be
+// WireAnyBDF), which xen_pt_msi.c would mmap through /dev/mem. The fd
+// travels as SCM_RIGHTS on the reply datagram.
+type OpenFile struct {
+	BDF  uint32 // WireBDF, or WireAnyBDF with FileMSIXBar
+	File uint32 // File*
+	Addr uint64 // FileMSIXBar: host address in the MSI-X table or PBA; else 0
+}
+
+// OpenFileReply: for FileMSIXBar the BAR's host start and size (the fd's
+// offset 0 is Base); zero for the other files.
+type OpenFileReply struct {
+	Base uint64
+	Size uint64
+}
+
+// Files of OpenFile. Values are part of the wire format (enum dmsb_file).
+const (
+	FileConfig          uint32 = 1
+	FileResource        uint32 = 2
+	FileVendor          uint32 = 3
+	FileDevice          uint32 = 4
+	FileSubsystemVendor uint32 = 5
+	FileSubsystemDevice uint32 = 6
+	FileClass           uint32 = 7
+	FileIRQ             uint32 = 8
+	FileMSIXBar         uint32 = 9
+)
+
+// WireAnyBDF in OpenFile.BDF (FileMSIXBar only) lets the broker find the
+// session device whose MSI-X table or PBA holds Addr: the shim sees an
+// mmap of /dev/mem, which names no device. It is also WireBDF of
+// ffff:ff:1f.7: open_file always reads it as "any", so the files of a
+// device at that address cannot be opened this way.
+const WireAnyBDF uint32 = 0xffffffff
+
+// fileNames are the sysfs names of files 1-8 and the audit name of all.
+var fileNames = map[uint32]string{
+	FileConfig: "config", FileResource: "resource", FileVendor: "vendor", FileDevice: "device",
+	FileSubsystemVendor: "subsystem_vendor", FileSubsystemDevice: "subsystem_device",
+	FileClass: "class", FileIRQ: "irq", FileMSIXBar: "msix_bar",
+}
+
+// FileName is the name of an OpenFile file ("file<N>" if unknown).
+func FileName(f uint32) string {
+	if n, ok := fileNames[f]; ok {
+		return n
+	}
+	return "file" + itoa(uint64(f))
+}
+
 func (Hello) Op() Op         { return OpHello }
 func (MemoryMapping) Op() Op { return OpMemoryMapping }
 func (IoportMapping) Op() Op { return OpIoportMapping }
@@ -172,6 +226,7 @@ func (UnbindMsiIrq) Op() Op  { return OpUnbindMsiIrq }
 func (ConfigRead) Op() Op    { return OpConfigRead }
 func (ConfigWrite) Op() Op   { return OpConfigWrite }
 func (Reset) Op() Op         { return OpReset }
+func (OpenFile) Op() Op      { return OpOpenFile }
 
 // NewRequest returns a pointer to a zero body for op, or nil if op is
 // unknown.
@@ -205,6 +260,8 @@ func newRequest(op Op) Request {
 		return &ConfigWrite{}
 	case OpReset:
 		return &Reset{}
+	case OpOpenFile:
+		return &OpenFile{}
 	}
 	return nil
 }
@@ -238,6 +295,12 @@ func describe(r Request) string {
 		return fmt.Sprintf("bdf=%s off=%#x size=%d value=%#x", BDFFromWire(v.BDF), v.Offset, v.Size, v.Value)
 	case *Reset:
 		return fmt.Sprintf("bdf=%s", BDFFromWire(v.BDF))
+	case *OpenFile:
+		bdf := BDFFromWire(v.BDF).String()
+		if v.BDF == WireAnyBDF {
+			bdf = "any"
+		}
+		return fmt.Sprintf("bdf=%s file=%s addr=%#x", bdf, FileName(v.File), v.Addr)
 	case *MemoryMapping:
 		return fmt.Sprintf("domid=%d add=%d gfn=%#x mfn=%#x nr=%#x", v.Domid, v.Add, v.FirstGfn, v.FirstMfn, v.NrMfns)
 	case *IoportMapping:

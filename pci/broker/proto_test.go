@@ -6,7 +6,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -29,6 +31,7 @@ func sampleRequests() []Request {
 		&ConfigRead{BDF: 0x28, Offset: 4, Size: 2},
 		&ConfigWrite{BDF: 0x28, Offset: 4, Size: 2, Value: 0x6},
 		&Reset{BDF: 0x28},
+		&OpenFile{BDF: WireAnyBDF, File: FileMSIXBar, Addr: 0xfebd0000},
 	}
 }
 
@@ -54,7 +57,7 @@ func TestBodySizesAreFixed(t *testing.T) {
 	want := map[Op]int{
 		OpHello: 8, OpMemoryMapping: 32, OpIoportMapping: 24, OpMapPirq: 16, OpMapPirqMSI: 32,
 		OpUnmapPirq: 8, OpBindPtPciIrq: 8, OpUnbindPtIrq: 12, OpUpdateMsiIrq: 24, OpUnbindMsiIrq: 16,
-		OpConfigRead: 8, OpConfigWrite: 16, OpReset: 8,
+		OpConfigRead: 8, OpConfigWrite: 16, OpReset: 8, OpOpenFile: 16,
 	}
 	for op := Op(1); op <= opMax; op++ {
 		if got := BodySize(op); got != want[op] {
@@ -63,6 +66,9 @@ func TestBodySizesAreFixed(t *testing.T) {
 	}
 	if n := binary.Size(HelloReply{}); n != 40 {
 		t.Errorf("hello reply %d bytes, documented 40", n)
+	}
+	if n := binary.Size(OpenFileReply{}); n != 16 {
+		t.Errorf("open_file reply %d bytes, documented 16", n)
 	}
 }
 
@@ -152,5 +158,37 @@ func writeSeed(t *testing.T, dir, name string, b []byte) {
 	content := "go test fuzz v1\n[]byte(" + strconv.Quote(string(b)) + ")\n"
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCHeaderAgrees: the op and file numbers of c/dmsb.h, which the shim
+// is built from, are the Go ones, name for name.
+func TestCHeaderAgrees(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("c", "dmsb.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enum := regexp.MustCompile(`(?m)^\s*DMSB_([A-Z0-9_]+)\s*=\s*(\d+),`)
+	ops, files := 0, 0
+	for _, m := range enum.FindAllStringSubmatch(string(src), -1) {
+		name, v := strings.ToLower(m[1]), m[2]
+		n, _ := strconv.ParseUint(v, 10, 32)
+		if f, ok := strings.CutPrefix(name, "file_"); ok {
+			files++
+			if FileName(uint32(n)) != f {
+				t.Errorf("dmsb.h DMSB_%s = %d, Go calls %d %q", m[1], n, n, FileName(uint32(n)))
+			}
+			continue
+		}
+		ops++
+		if Op(n).String() != name {
+			t.Errorf("dmsb.h DMSB_%s = %d, Go calls %d %q", m[1], n, n, Op(n))
+		}
+	}
+	if ops != int(opMax) || files != len(fileNames) {
+		t.Errorf("dmsb.h has %d ops and %d files, Go %d and %d", ops, files, opMax, len(fileNames))
+	}
+	if !strings.Contains(string(src), "#define DMSB_BDF_ANY 0xffffffffu") || WireAnyBDF != 0xffffffff {
+		t.Error("DMSB_BDF_ANY and WireAnyBDF differ")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"testing"
+
+	"github.com/dmsandbox/dmsandbox/pci"
 )
 
 // FuzzSessionOps drives a session with a request sequence decoded from
@@ -15,11 +17,18 @@ func FuzzSessionOps(f *testing.F) {
 	f.Add([]byte{0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
 	f.Add([]byte{3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 1, 2, 3})
 	f.Add([]byte{0, 0, 0, 0, 1, 1, 2, 9, 2, 9, 0x40, 0x41, 0x42, 3, 3, 3})
+	// open_file: e1000e config, e1000e msix_bar (its table), any
+	// msix_bar (05.0's table), 03:00.0 config, detach 05.0, 05.0 msix_bar.
+	f.Add([]byte{13, 0, 1, 13, 0, 0x9f, 13, 3, 0x94, 13, 2, 1, 12, 0, 0, 13, 1, 0x94})
+	// The captured tree plus the MSI-X BARs' resource files, for
+	// open_file; nothing writes to it (the fake backend records calls in
+	// its own file), so the iterations share it.
+	root := openFileTree(f)
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		if len(prog) > 256 {
 			prog = prog[:256]
 		}
-		r := newRig(t, "")
+		r := newRig(t, root)
 		s, c := r.session(dom, e1000e, pci05)
 		var pirqs []int32
 		arg := func(i int) byte {
@@ -37,7 +46,7 @@ func FuzzSessionOps(f *testing.F) {
 		for i := 0; i < len(prog); i += 3 {
 			a, b := arg(i+1), arg(i+2)
 			var req Request
-			switch prog[i] % 13 {
+			switch prog[i] % 14 {
 			case 0:
 				req = &MemoryMapping{Domid: dom, Add: uint32(a & 1), FirstGfn: 0xe0000 + uint64(b%8), FirstMfn: 0xfeb80 + uint64(a>>1)*9, NrMfns: uint64(b%5) + 1}
 			case 1:
@@ -72,6 +81,10 @@ func FuzzSessionOps(f *testing.F) {
 				}
 				checkNoDrift(t, r, s)
 				continue
+			case 13:
+				fuzzOpenFile(t, c, s, a, b)
+				checkNoDrift(t, r, s)
+				continue
 			}
 			var p PirqReply
 			err := c.Do(req, &p)
@@ -89,6 +102,41 @@ func FuzzSessionOps(f *testing.F) {
 			t.Fatalf("after close: %v", st.Summary())
 		}
 	})
+}
+
+// fuzzOpenFile asks for a file of a session device, of 03:00.0 (never
+// the session's) or of any, near the MSI-X tables: a file may only come
+// back for a device of the session, and nothing is left live.
+func fuzzOpenFile(t *testing.T, c *Client, s *Session, a, b byte) {
+	t.Helper()
+	bdf := []pci.BDF{e1000e, pci05, other, AnyBDF}[a%4]
+	addr := uint64(0)
+	if b&0x80 != 0 {
+		addr = []uint64{e1000eMSIXBar, pci05MSIXBar, 0xfe500000}[b%3] + uint64(a>>2)*0x400
+	}
+	f, rep, err := c.OpenFile(bdf, uint32(b&0x7f)%11, addr)
+	if _, refused := err.(*StatusError); err != nil && !refused {
+		t.Fatalf("open_file: transport: %v", err)
+	}
+	if err != nil {
+		return
+	}
+	f.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if bdf != AnyBDF && s.devs[bdf] == nil {
+		t.Fatalf("open_file of %s, not a device of the session, succeeded", bdf)
+	}
+	if rep != (OpenFileReply{}) {
+		for _, sd := range s.devs {
+			for _, w := range msixWindows(sd.dev) {
+				if w.bar.Start == rep.Base && w.bar.Size == rep.Size && addr >= w.start && addr <= w.last {
+					return
+				}
+			}
+		}
+		t.Fatalf("open_file reply %+v is no MSI-X BAR of the session", rep)
+	}
 }
 
 // checkNoDrift compares the session's live items with the fake's state.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -54,8 +55,12 @@ func (s *Session) serve() {
 			}
 			break
 		}
-		reply := s.handleFrame(buf[:n], cred)
-		if err := s.conn.Send(reply); err != nil {
+		reply, file := s.handleFrame(buf[:n], cred)
+		err = s.conn.SendFile(reply, file)
+		if file != nil {
+			file.Close() // the client has its own copy now (or none: the send failed)
+		}
+		if err != nil {
 			s.b.event(s, "session_error", "reply: "+err.Error())
 			break
 		}
@@ -66,11 +71,12 @@ func (s *Session) serve() {
 }
 
 // handleFrame decodes, checks, executes and audits one frame and returns
-// the reply. It never panics on client input.
+// the reply, and the fd to send with it (open_file; the caller closes
+// it). It never panics on client input.
 //
 // cred is the sender's pid/uid as the kernel saw it (SO_PASSCRED); the
 // audit record carries it, falling back to the session's opener.
-func (s *Session) handleFrame(frame []byte, cred *unix.Ucred) []byte {
+func (s *Session) handleFrame(frame []byte, cred *unix.Ucred) ([]byte, *os.File) {
 	start := time.Now()
 	peer := s.Peer
 	if cred != nil {
@@ -82,9 +88,9 @@ func (s *Session) handleFrame(frame []byte, cred *unix.Ucred) []byte {
 		errors.As(err, &fe)
 		rec := s.record(start, peer, h.Op.String(), fmt.Sprintf("%d bytes", len(frame)), audit.Malformed, fe.Errno, fe.Why)
 		if aerr := s.b.audit(rec); aerr != nil {
-			return s.auditFailed(h, aerr)
+			return s.auditFailed(h, aerr), nil
 		}
-		return EncodeReply(h.Op, h.Seq, fe.Errno, nil)
+		return EncodeReply(h.Op, h.Seq, fe.Errno, nil), nil
 	}
 	// The record is written before the session lock is released, so a
 	// concurrent close cannot audit the undo of this request before the
@@ -98,15 +104,24 @@ func (s *Session) handleFrame(frame []byte, cred *unix.Ucred) []byte {
 			verdict = audit.Failed
 		}
 	}
-	aerr := s.b.audit(s.record(start, peer, h.Op.String(), describe(req), verdict, errno, why))
+	args := describe(req)
+	var file *os.File
+	if fr, ok := result.(*fileResult); ok {
+		result, file = &fr.reply, fr.f
+		args += ": " + fr.note
+	}
+	aerr := s.b.audit(s.record(start, peer, h.Op.String(), args, verdict, errno, why))
 	s.mu.Unlock()
 	if aerr != nil {
-		return s.auditFailed(h, aerr)
+		if file != nil {
+			file.Close()
+		}
+		return s.auditFailed(h, aerr), nil
 	}
 	if f != nil {
-		return EncodeReply(h.Op, h.Seq, f.errno, nil)
+		return EncodeReply(h.Op, h.Seq, f.errno, nil), nil
 	}
-	return EncodeReply(h.Op, h.Seq, 0, result)
+	return EncodeReply(h.Op, h.Seq, 0, result), file
 }
 
 // auditFailed: a request whose record is not durable must not look done.
@@ -166,6 +181,8 @@ func (s *Session) dispatch(h Header, req Request) (any, *refusal) {
 		res, f = s.configWrite(r)
 	case *Reset:
 		res, f = s.reset(r)
+	case *OpenFile:
+		res, f = s.openFile(r)
 	default:
 		f = deny(unix.ENOSYS, "no handler for %s", h.Op)
 	}
