@@ -9,14 +9,20 @@
  *                                    pirq of another session
  *   shim_test_client threads         only the concurrent calls (TestShimSerialises)
  *   shim_test_client fallback        every call once, to see the fallback
+ *   shim_test_client files           what xen-host-pci-device.c and xen_pt_msi.c
+ *                                    do with files, on the session's 0000:00:04.0
  *
  * Prints one line per call: "name ret=R errno=E [pirq=P]".
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <xenctrl.h>
 
@@ -119,6 +125,77 @@ static int fallback(void)
 	return 0;
 }
 
+#define DEV "/sys/bus/pci/devices/0000:00:04.0/"
+
+/* show_read prints the first line an fd reads (or the open's errno). */
+static void show_read(const char *name, int fd)
+{
+	char buf[128];
+	ssize_t n;
+
+	if (fd < 0) {
+		printf("%s fd=-1 errno=%d\n", name, errno);
+		return;
+	}
+	n = read(fd, buf, sizeof buf - 1);
+	buf[n > 0 ? n : 0] = 0;
+	buf[strcspn(buf, "\n")] = 0;
+	printf("%s read=%s\n", name, buf);
+	close(fd);
+}
+
+static void show_rw(const char *name, ssize_t r)
+{
+	printf("%s ret=%zd errno=%d\n", name, r, r < 0 ? errno : 0);
+}
+
+/* files opens, reads, writes and maps as QEMU's xen_pt does: paths by
+ * name, config read with pread and written with pwrite, the MSI-X table
+ * (BAR 3 at febd0000) mapped through /dev/mem. */
+static int files(void)
+{
+	uint32_t v = 0;
+	uint16_t cmd = 0;
+	unsigned char *p;
+	int fd, mem;
+
+	show_read("vendor", open(DEV "vendor", O_RDONLY));
+	show_read("irq", openat(AT_FDCWD, DEV "irq", O_RDONLY | O_CLOEXEC));
+	show_read("resource", open(DEV "resource", O_RDONLY));
+	show_read("class", open(DEV "class", O_RDONLY));
+	show_read("vendor_for_writing", open(DEV "vendor", O_WRONLY));
+	show_read("vendor_create", open(DEV "vendor", O_RDONLY | O_CREAT, 0600));
+	show_read("other_device", open("/sys/bus/pci/devices/0000:00:03.0/vendor", O_RDONLY));
+	show_read("unknown_file", open(DEV "no_such_attribute", O_RDONLY)); /* the real open: ENOENT */
+
+	fd = open(DEV "config", O_RDWR);
+	printf("config_open ok=%d cloexec=%d\n", fd >= 0, fd >= 0 ? fcntl(fd, F_GETFD) & FD_CLOEXEC : -1);
+	show_rw("config_pread", pread(fd, &v, 4, 0));
+	printf("config_id %08x\n", v);
+	show_rw("config_pread_ext", pread(fd, &v, 4, 0x100));
+	pread(fd, &cmd, 2, 4);
+	cmd |= 0x4; /* bus master: a bit pciback lets a guest drive */
+	show_rw("config_pwrite_command", pwrite(fd, &cmd, 2, 4));
+	show_rw("config_pwrite_vendor", pwrite(fd, &(uint16_t){ 0xdead }, 2, 0));
+	show_rw("config_pwrite_past_end", pwrite(fd, &v, 4, 4094));
+	show_rw("config_write", write(fd, &v, 4));
+	close(fd);
+
+	mem = open("/dev/mem", O_RDWR);
+	printf("devmem_open ok=%d\n", mem >= 0);
+	p = mmap(NULL, 5 * 16, PROT_READ, MAP_SHARED | MAP_LOCKED, mem, 0xfebd0000);
+	if (p == MAP_FAILED)
+		printf("msix_table errno=%d\n", errno);
+	else
+		printf("msix_table first=%02x%02x%02x%02x\n", p[0], p[1], p[2], p[3]);
+	p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, mem, 0xfeb80000);
+	printf("msix_outside errno=%d\n", p == MAP_FAILED ? errno : 0);
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mem, 0xfebd0000);
+	printf("msix_writable errno=%d\n", p == MAP_FAILED ? errno : 0);
+	close(mem);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -128,6 +205,8 @@ int main(int argc, char **argv)
 		return threads();
 	if (argc == 2 && strcmp(argv[1], "fallback") == 0)
 		return fallback();
-	fprintf(stderr, "usage: shim_test_client broker THEIRS | threads | fallback\n");
+	if (argc == 2 && strcmp(argv[1], "files") == 0)
+		return files();
+	fprintf(stderr, "usage: shim_test_client broker THEIRS | threads | fallback | files\n");
 	return 2;
 }
