@@ -264,9 +264,16 @@ func testPCIScript(t *testing.T, e *pciScriptEnv) {
 	if l := e.calls("logger"); !e.ownLogger && (len(l) != 2 || !strings.Contains(l[0], "-p daemon.info") || !strings.Contains(l[0], "domain 7: "+d4+" authorised")) {
 		t.Fatalf("syslog after add: %q", l)
 	}
-	// Several at once; upper-case hex accepted.
-	e.expect(ExitOK, true, "add", "7", "0000:00:05.0", "0000:01:00.0")
+	// Several at once.
+	e.expect(ExitOK, true, "add", "7", d5, d10)
 	e.wantAuthorised(7, d4+" "+d5+" "+d10)
+	// Upper case is accepted and passed on in the broker's canonical form
+	// (what the script compares lists with); this device does not exist.
+	e.calls("dmsandbox")
+	e.expect(ExitFailure, false, "add", "7", "00:0A.0")
+	if c := e.calls("dmsandbox"); len(c) != 1 || !strings.Contains(c[0], "--device 0000:00:0a.0 ") {
+		t.Fatalf("dmsandbox calls of add 00:0A.0: %q", c)
+	}
 
 	// The broker's refusals are 1 with its reason; the first stops the run.
 	if _, errOut := e.expect(ExitFailure, false, "add", "8", "0000:02:00.0", d4, "0000:03:00.1"); !strings.Contains(errOut, "authorized for domain 7") {
