@@ -44,7 +44,8 @@ type containerSetup struct {
 	rlimits      []configs.Rlimit
 	seccomp      *configs.Seccomp
 	tmpSize      string
-	sysView      string // synthetic /sys for VFIO devices (vfio.go), or ""
+	sysView      string   // synthetic /sys for VFIO devices (vfio.go), or ""
+	scaffolds    []string // tmpfs mount points holding image nodes (images.go)
 }
 
 // buildConfig writes down the confinement. Order matters only where
@@ -99,6 +100,15 @@ func buildConfig(s *containerSetup) *configs.Config {
 		Rlimits: s.rlimits,
 		Seccomp: s.seccomp,
 		Version: specs.Version,
+	}
+	// Scaffolds for Spec.Images: runc creates the image path's
+	// directories and its device node in them (devices come after
+	// mounts, and these come before the user namespace's node binds).
+	// Not nodev: they exist to hold a node. The directories are root's
+	// 0755; the program can create nothing in them.
+	for _, mp := range s.scaffolds {
+		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: "tmpfs", Destination: mp, Device: "tmpfs",
+			Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "mode=755,size=64k,nr_inodes=256"})
 	}
 	if s.sysView != "" {
 		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: s.sysView, Destination: "/sys", Device: "bind",

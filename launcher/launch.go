@@ -60,8 +60,9 @@ type Sandbox struct {
 	State State
 
 	cfg       *Config
-	dir       string // the run directory, once this launcher created it
-	devDir    string // private device nodes (user namespaces), once made
+	dir       string     // the run directory, once this launcher created it
+	devDir    string     // private device nodes (user namespaces), once made
+	loops     []*os.File // loop devices of Spec.Images (autoclear: closing frees them)
 	cg        *Cgroup
 	ctr       *runningContainer
 	reaper    *reaper
@@ -114,6 +115,10 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	if len(spec.VFIO) > 0 && !hasNode(devices, "/dev/vfio/vfio") {
 		return nil, fmt.Errorf("%w: VFIO devices need a profile with /dev/vfio/vfio (qemu-vfio), not %s", ErrUsage, spec.Profile)
 	}
+	scaffolds, err := imageMountPoints(spec.Images)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
 	trace(t0, "seccomp")
 
 	// 3. Claim the name, then a uid. The locks are held by this process
@@ -152,7 +157,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	trace(t0, "locks")
 
 	// 4. The minimal root (cached; built once per content identity).
-	rootfs, err := ensureRoot(cfg.CacheDir, spec.Program, cfg.ExtraPaths)
+	rootfs, err := ensureRoot(cfg.CacheDir, spec.Program, cfg.ExtraPaths, scaffolds...)
 	if err != nil {
 		return nil, setupErr(err)
 	}
@@ -206,6 +211,18 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 		if devices, err = sandboxDevices(spec.Profile, append(spec.ExtraDevices, nodes...)); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 		}
+	}
+	// Disk images: a loop device each, its node at the image's path.
+	for _, img := range spec.Images {
+		li, err := attachImage(img)
+		if err != nil {
+			return nil, setupErr(err)
+		}
+		sb.loops = append(sb.loops, li.loop)
+		if hasNode(devices, img.Path) {
+			return nil, fmt.Errorf("%w: image %s: a device node of the sandbox has that path", ErrUsage, img.Path)
+		}
+		devices = append(devices, li.node)
 	}
 	privateNodes := map[string]string{}
 	if devDir != "" {
@@ -263,7 +280,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	setup := &containerSetup{name: spec.Name, stateRoot: filepath.Join(dir, "runc"), rootfs: rootfs,
 		uid: uid, nsRootUID: cfg.NSRootUID(uint32(index)), userns: cfg.UserNamespace, cgroupRel: cg.Rel,
 		devices: devices, privateNodes: privateNodes, rlimits: rlimits(cfg.Rlimits), seccomp: prof.Config(),
-		tmpSize: tmpSize, sysView: sysView}
+		tmpSize: tmpSize, sysView: sysView, scaffolds: scaffolds}
 	argv := append([]string{spec.Program}, args...)
 	ctr, err := startContainer(setup, argv, spec.Env, h.files, stdin, stdout, stderr)
 	if err != nil {
@@ -379,6 +396,11 @@ func (sb *Sandbox) teardown() error {
 	if sb.ctr != nil {
 		sb.wait()
 	}
+	// QEMU is gone: the last close of each loop device detaches it.
+	for _, f := range sb.loops {
+		f.Close()
+	}
+	sb.loops = nil
 	if sb.cg != nil && len(errs) == 0 {
 		if err := sb.cg.Delete(); err != nil {
 			errs = append(errs, err)

@@ -74,10 +74,12 @@ func (p *rootPlan) lstat(path string) (fs.FileInfo, error) {
 }
 
 // planRoot lists what PROGRAM needs: itself, its ELF closure and, for
-// QEMU, its data and module directories, plus the config's extra paths.
+// QEMU, its data and module directories, plus the config's extra paths
+// and the empty mount points of mounts (images.go: where a disk image's
+// scaffold tmpfs goes), which must not be anything the root holds.
 // Symlinks on the way (Debian's merged /usr: /lib -> usr/lib) are
 // reproduced, not flattened, so that paths baked into binaries resolve.
-func planRoot(program string, extra []string) (*rootPlan, error) {
+func planRoot(program string, extra []string, mounts ...string) (*rootPlan, error) {
 	p := &rootPlan{entries: map[string]rootEntry{}, seen: map[string]lstatResult{}}
 	for _, mp := range mountPoints {
 		p.entries[mp] = rootEntry{Path: mp, Kind: 'd', Mode: 0o755, Synth: true}
@@ -103,6 +105,12 @@ func planRoot(program string, extra []string) (*rootPlan, error) {
 		if err := p.add(path, 0); err != nil {
 			return nil, err
 		}
+	}
+	for _, mp := range mounts {
+		if e, ok := p.entries[mp]; ok && !(e.Synth && e.Kind == 'd') {
+			return nil, fmt.Errorf("rootfs: %w: %s is part of the sandbox root, nothing can be mounted over it", ErrUsage, mp)
+		}
+		p.entries[mp] = rootEntry{Path: mp, Kind: 'd', Mode: 0o755, Synth: true}
 	}
 	return p, nil
 }
@@ -206,8 +214,8 @@ func (p *rootPlan) identity() string {
 // building it under cacheDir/roots when no root of the same identity
 // exists. Concurrent builders race benignly: each builds in its own
 // temporary directory and the first rename wins.
-func ensureRoot(cacheDir, program string, extra []string) (string, error) {
-	plan, err := planRootCached(cacheDir, program, extra)
+func ensureRoot(cacheDir, program string, extra []string, mounts ...string) (string, error) {
+	plan, err := planRootCached(cacheDir, program, extra, mounts...)
 	if err != nil {
 		return "", err
 	}
@@ -350,9 +358,12 @@ func isQEMU(program string) bool {
 // node, ~1 ms for QEMU), and plans anew otherwise (ELF parsing and
 // directory walks, ~10 ms). The recorded plan is only a shortcut: the
 // identity is still computed from what is on the host now.
-func planRootCached(cacheDir, program string, extra []string) (*rootPlan, error) {
+func planRootCached(cacheDir, program string, extra []string, mounts ...string) (*rootPlan, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s", rootfsFormat, program, strings.Join(extra, "\x00"), strings.Join(mountPoints, "\x00"))
+	if len(mounts) > 0 { // (keeps the memo names of roots without mounts)
+		fmt.Fprintf(h, "\x00mounts\x00%s", strings.Join(mounts, "\x00"))
+	}
 	memo := filepath.Join(cacheDir, "plans", hex.EncodeToString(h.Sum(nil))[:32]+".json")
 	if data, err := os.ReadFile(memo); err == nil {
 		var entries []rootEntry
@@ -364,7 +375,7 @@ func planRootCached(cacheDir, program string, extra []string) (*rootPlan, error)
 			return p, nil
 		}
 	}
-	p, err := planRoot(program, extra)
+	p, err := planRoot(program, extra, mounts...)
 	if err != nil {
 		return nil, err
 	}

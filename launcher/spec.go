@@ -44,6 +44,10 @@ type Spec struct {
 	// may open through VFIO: their group nodes and a synthetic /sys view
 	// holding only their iommu_group links (vfio.go).
 	VFIO []string
+	// Images are host disk images the program opens by their host path
+	// (Xen's qdisk backend): each appears at that path as a node of a
+	// loop device over the launcher's own open of the image (images.go).
+	Images []Image
 }
 
 // HandedFile is one fd given to the confined program.

@@ -135,6 +135,10 @@ func dmCmd(args []string) int {
 		logf("domain %d: %v", dm.Domid, err)
 		return ExitSetup
 	}
+	if spec.Images, err = dmImages(dm.Domid, logf); err != nil { // PV disks (dm_disks.go)
+		logf("domain %d: %v", dm.Domid, err)
+		return ExitSetup
+	}
 	// The broker session, before QEMU starts: QEMU inherits it for the
 	// shim (dm_broker.go). Closed, undoing what it holds, when DM mode ends.
 	socket := os.Getenv(envBroker)
