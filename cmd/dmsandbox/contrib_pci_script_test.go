@@ -67,10 +67,11 @@ func TestHelperContribDmsandbox(t *testing.T) {
 // state directory and the environment the script gets.
 type pciScriptEnv struct {
 	t     *testing.T
-	shell []string // argv before the script's path
-	tb    *testBroker
-	dir   string   // fakes' state and call records
-	env   []string // PATH with the fakes, DMSANDBOX, DMSANDBOX_BROKER_SOCKET
+	shell []string    // argv before the script's path
+	sock  string      // the broker's control socket
+	tb    *testBroker // nil against a daemon process
+	dir   string      // fakes' state and call records
+	env   []string    // PATH with the fakes, DMSANDBOX, DMSANDBOX_BROKER_SOCKET
 	// ownLogger: the shell runs its own logger applet before PATH's
 	// (busybox), so the fake logger sees nothing.
 	ownLogger bool
@@ -78,9 +79,8 @@ type pciScriptEnv struct {
 
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-func newPCIScriptEnv(t *testing.T, shell []string) *pciScriptEnv {
+func newPCIScriptEnv(t *testing.T, shell []string, sock string) *pciScriptEnv {
 	t.Helper()
-	tb := serveTestBroker(t, true)
 	dir := t.TempDir()
 	bin, err := os.Executable()
 	if err != nil {
@@ -99,10 +99,10 @@ func newPCIScriptEnv(t *testing.T, shell []string) *pciScriptEnv {
 	write(filepath.Join(fakeDir, "xl"), fakeXL)
 	write(filepath.Join(fakeDir, "logger"), fakeLogger)
 	write(filepath.Join(dir, "dmsandbox"), dmsandboxWrapper)
-	return &pciScriptEnv{t: t, shell: shell, tb: tb, dir: dir, ownLogger: filepath.Base(shell[0]) == "busybox", env: []string{
+	return &pciScriptEnv{t: t, shell: shell, sock: sock, dir: dir, ownLogger: filepath.Base(shell[0]) == "busybox", env: []string{
 		"PATH=" + fakeDir + ":/usr/sbin:/usr/bin:/sbin:/bin",
 		"DMSANDBOX=" + filepath.Join(dir, "dmsandbox"),
-		"DMSANDBOX_BROKER_SOCKET=" + tb.sock,
+		"DMSANDBOX_BROKER_SOCKET=" + sock,
 	}}
 }
 
@@ -138,7 +138,7 @@ func (e *pciScriptEnv) expect(want int, quiet bool, args ...string) (string, str
 // authorised asks the broker itself, not the script, what DOMID may get.
 func (e *pciScriptEnv) authorised(domid uint32) string {
 	e.t.Helper()
-	c, err := broker.DialControl(e.tb.sock)
+	c, err := broker.DialControl(e.sock)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -206,7 +206,12 @@ func TestContribPCIScript(t *testing.T) {
 		t.Skip("the broker's control socket needs root (SO_PEERCRED uid 0)")
 	}
 	for name, shell := range pciShells(t) {
-		t.Run(name, func(t *testing.T) { testPCIScript(t, newPCIScriptEnv(t, shell)) })
+		t.Run(name, func(t *testing.T) {
+			tb := serveTestBroker(t, true)
+			e := newPCIScriptEnv(t, shell, tb.sock)
+			e.tb = tb
+			testPCIScript(t, e)
+		})
 	}
 }
 
@@ -258,7 +263,7 @@ func testPCIScript(t *testing.T, e *pciScriptEnv) {
 	e.wantAuthorised(7, d4)
 	e.expect(ExitOK, true, "add", "7", d4)
 	e.wantAuthorised(7, d4)
-	if c := e.calls("dmsandbox"); len(c) != 2 || c[0] != "attach --domid 7 --device "+d4+" --socket "+e.tb.sock {
+	if c := e.calls("dmsandbox"); len(c) != 2 || c[0] != "attach --domid 7 --device "+d4+" --socket "+e.sock {
 		t.Fatalf("dmsandbox calls: %q", c)
 	}
 	if l := e.calls("logger"); !e.ownLogger && (len(l) != 2 || !strings.Contains(l[0], "-p daemon.info") || !strings.Contains(l[0], "domain 7: "+d4+" authorised")) {
@@ -289,7 +294,7 @@ func testPCIScript(t *testing.T, e *pciScriptEnv) {
 	// hook) goes through for an added device, and remove takes it away
 	// from the live session at once.
 	bdf5, _ := pci.ParseBDF(d5)
-	h := &brokerHook{socket: e.tb.sock}
+	h := &brokerHook{socket: e.sock}
 	defer h.close()
 	if err := h.Grant(7, bdf5); err != nil {
 		t.Fatalf("grant after add: %v", err)
@@ -329,6 +334,12 @@ func testPCIScript(t *testing.T, e *pciScriptEnv) {
 	e.expect(ExitOK, true, "sync", "8")
 	e.wantAuthorised(8, "")
 
+	// pci-attach of a device the broker refuses: 1, and xl never runs.
+	e.calls("xl")
+	e.expect(ExitFailure, false, "pci-attach", "8", d4)
+	if c := e.calls("xl"); len(c) != 0 {
+		t.Fatalf("xl ran after a refused authorisation: %q", c)
+	}
 	// pci-attach: authorise, then xl pci-attach.
 	e.calls("xl")
 	e.expect(ExitOK, true, "pci-attach", "7", d5)
@@ -364,6 +375,51 @@ func testPCIScript(t *testing.T, e *pciScriptEnv) {
 	}
 	e.expect(ExitOK, true, "remove", "7")
 	e.wantAuthorised(0, "")
+}
+
+// TestContribPCIScriptDaemon: the script against `dmsandbox broker run
+// --require-authorization` as its own process (vfio backend on the
+// captured tree, under the broker's seccomp profile), with dmsandbox found
+// on PATH when DMSANDBOX is unset.
+func TestContribPCIScriptDaemon(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the broker's control socket needs root (SO_PEERCRED uid 0)")
+	}
+	dir := t.TempDir()
+	d := authzDaemon(t, dir)
+	e := newPCIScriptEnv(t, []string{"/bin/sh"}, filepath.Join(dir, "run", "broker.sock"))
+	const dev = "0000:00:04.0"
+	e.expect(ExitOK, true, "add", "7", dev)
+	e.expect(ExitOK, true, "add", "7", dev)
+	e.wantAuthorised(7, dev)
+	if _, err := os.Stat("/usr/sbin/dmsandbox"); err == nil {
+		t.Log("/usr/sbin/dmsandbox exists: DMSANDBOX unset would run it; not tried")
+	} else {
+		// The wrapper as "dmsandbox" on PATH, DMSANDBOX unset.
+		var env []string
+		for _, kv := range e.env {
+			switch {
+			case strings.HasPrefix(kv, "DMSANDBOX="):
+			case strings.HasPrefix(kv, "PATH="):
+				env = append(env, "PATH="+e.dir+":"+strings.TrimPrefix(kv, "PATH="))
+			default:
+				env = append(env, kv)
+			}
+		}
+		e.env = env
+	}
+	e.calls("dmsandbox")
+	e.expect(ExitOK, true, "remove", "7", dev)
+	e.wantAuthorised(7, "")
+	if c := e.calls("dmsandbox"); len(c) != 1 {
+		t.Fatalf("dmsandbox calls of remove: %q", c)
+	}
+	e.expect(ExitOK, true, "sync", "7", dev)
+	e.wantAuthorised(7, dev)
+	stopDaemon(t, d)
+	if rc, _, _ := e.script(nil, "list"); rc != exitNoBroker {
+		t.Fatalf("list after the daemon stopped: exit %d, want %d", rc, exitNoBroker)
+	}
 }
 
 // TestContribPCIScriptShellcheck: the script passes shellcheck as POSIX sh.
