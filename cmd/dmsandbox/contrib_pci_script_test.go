@@ -26,15 +26,16 @@ const pciScript = "../../contrib/xen/dmsandbox-pci"
 
 // fakeXL stands in for Xen's xl: the three subcommands the script runs,
 // on a state directory (pci-DOMID holds `xl pci-list`'s table body).
-// fail-CMD makes CMD fail as xl does (message on stderr, exit 1).
+// fail-CMD makes CMD fail as xl does (message on stderr, exit 1). As xl
+// 4.17's, pci-list prints nothing at all, not even the header, for a
+// domain without devices or without a pci backend (one that is gone).
 const fakeXL = `#!/bin/sh
 d=%DIR%
 printf '%s\n' "$*" >>"$d/xl.calls"
 if [ -e "$d/fail-$1" ]; then echo "libxl: error: fake $1 failure" >&2; exit 1; fi
 case $1 in
 pci-list)
-	echo "Vdev Device"
-	if [ -e "$d/pci-$2" ]; then cat "$d/pci-$2"; fi ;;
+	if [ -s "$d/pci-$2" ]; then echo "Vdev Device"; cat "$d/pci-$2"; fi ;;
 pci-attach)
 	echo "05.0 $3" >>"$d/pci-$2" ;;
 pci-detach)
@@ -316,9 +317,19 @@ func testPCIScript(t *testing.T, e *pciScriptEnv) {
 	e.expect(ExitOK, true, "sync", "7", d5, d10)
 	e.wantAuthorised(7, d5+" "+d10)
 	// sync from xl pci-list: exactly what the domain has.
-	if err := os.WriteFile(filepath.Join(e.dir, "pci-7"), []byte("05.0 "+d4+"\n"), 0o644); err != nil {
-		t.Fatal(err)
+	xlHas := func(table string) {
+		if err := os.WriteFile(filepath.Join(e.dir, "pci-7"), []byte(table), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
+	// A line the script does not understand: 1, nothing changed.
+	xlHas("05.0 " + d4 + "\n06.0 0000:00:04.0,permissive=1\n")
+	e.expect(ExitFailure, false, "sync", "7")
+	e.wantAuthorised(7, d5+" "+d10)
+	xlHas("05.0 " + d4 + "\n06.0 " + d10 + "\n")
+	e.expect(ExitOK, true, "sync", "7")
+	e.wantAuthorised(7, d4+" "+d10)
+	xlHas("05.0 " + d4 + "\n")
 	e.calls("xl")
 	e.expect(ExitOK, true, "sync", "7")
 	e.wantAuthorised(7, d4)
