@@ -19,7 +19,7 @@ import (
 //
 // The fd is always read-only (O_RDONLY): config writes go through
 // config_write and its filter, never through this fd. Opened by root, it
-// reads all of config space, as pciback's QEMU would.
+// reads all of config space, as an unconfined QEMU running as root does.
 //
 // Nothing is journaled or undone: an fd changes no host or hypervisor
 // state, and the broker keeps no copy (it is closed once sent). The fd
@@ -44,6 +44,9 @@ func (s *Session) openFile(r *OpenFile) (any, *refusal) {
 	}
 	if r.Addr != 0 {
 		return nil, deny(unix.EINVAL, "addr %#x given for %s (only msix_bar takes one)", r.Addr, name)
+	}
+	if r.BDF == WireAnyBDF {
+		return nil, deny(unix.ENODEV, "any device named for %s (only msix_bar may)", name)
 	}
 	sd, f := s.device(r.BDF)
 	if f != nil {
