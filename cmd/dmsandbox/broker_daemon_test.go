@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmsandbox/dmsandbox/pci"
 	"github.com/dmsandbox/dmsandbox/pci/broker"
 )
 
@@ -51,6 +52,12 @@ func TestBrokerDaemonEndToEnd(t *testing.T) {
 	// Policy answers before any backend: this session owns no pirq.
 	if got := broker.Errno(c.Do(&broker.UnmapPirq{Domid: 9, Pirq: 1}, nil)); got != syscall.EPERM {
 		t.Fatalf("unmap of an unowned pirq: %v", got)
+	}
+	// open_file (op 14) is served by the daemon: a device the session
+	// does not hold is refused, with no fd. (The fd-carrying path under
+	// the daemon's seccomp profile: pci/broker TestOpenFileUnderBrokerSeccomp.)
+	if f, _, err := c.OpenFile(pci.BDF{Dev: 4}, broker.FileConfig, 0); f != nil || broker.Errno(err) != syscall.ENODEV {
+		t.Fatalf("open_file of a device not in the session: %v %v", f, err)
 	}
 	if rc := brokerCmd([]string{"ls", "--socket", sock}); rc != ExitOK {
 		t.Fatalf("broker ls: rc %d", rc)
