@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+	"golang.org/x/sys/unix"
 )
 
 // imagerun builds integration/cmd/imagerun (`dmsandbox run` with
@@ -32,9 +33,9 @@ func imagerun(t *testing.T, e *env) string {
 	return bin
 }
 
-func startImagerun(t *testing.T, e *env, name string, args ...string) *running {
+func startImagerun(t *testing.T, e *env, cfgPath, name string, args ...string) *running {
 	t.Helper()
-	cmd := exec.Command(imagerun(t, e), append([]string{"-config", e.cfgPath, "-name", name}, args...)...)
+	cmd := exec.Command(imagerun(t, e), append([]string{"-config", cfgPath, "-name", name}, args...)...)
 	r := &running{cmd: cmd, name: name, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = r.stderr, r.stderr
 	if err := cmd.Start(); err != nil {
@@ -87,31 +88,14 @@ func loopsOf(path string) []string {
 	return out
 }
 
-// TestImageConfined: a root-owned 0600 image, exposed with Spec.Images,
-// is opened by the confined QEMU by its own path (host_device, as Xen's
-// qdisk backend opens it); a write through QEMU's block layer reaches
-// the file; the image's owner and mode stay; a read-only image cannot
-// be opened for writing; nothing (loop device included) is left.
-func TestImageConfined(t *testing.T) {
-	e := setup(t)
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("no /dev/loop-control (modprobe loop)")
-	}
-	dir, err := os.MkdirTemp("/var/tmp", "dmsandbox-img-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	img := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(img, bytes.Repeat([]byte{0x11}, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	drive := func() []string {
-		return e.qemuArgs("-drive", "if=none,id=d0,driver=raw,file.driver=host_device,file.filename="+img)
-	}
-
-	r := startImagerun(t, e, "it-image", append([]string{"-image", img, "--"}, drive()...)...)
-	st := r.waitReady(t, e, e.cfg.RunDir)
+// imageWrite runs QEMU with img (read-write) exposed, checks from
+// outside that QEMU holds a block device of its own uid at the image's
+// path, writes 0xab at 512..1023 through QEMU's block layer and checks
+// that it reached the file and that nothing is left.
+func imageWrite(t *testing.T, e *env, cfgPath, runDir, img string, qemu []string) {
+	t.Helper()
+	r := startImagerun(t, e, cfgPath, "it-image", append([]string{"-image", img, "--"}, qemu...)...)
+	st := r.waitReady(t, e, runDir)
 	// QEMU holds the loop device's node, not the file.
 	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", st.Pid))
 	var held []string
@@ -119,7 +103,7 @@ func TestImageConfined(t *testing.T) {
 		var s syscall.Stat_t
 		link, _ := os.Readlink(fd)
 		if syscall.Stat(fd, &s) == nil && link == img {
-			held = append(held, fmt.Sprintf("%s mode %o rdev %d:%d", link, s.Mode, s.Rdev>>8&0xfff, s.Rdev&0xff|(s.Rdev>>12)&0xfff00))
+			held = append(held, fmt.Sprintf("%s mode %o rdev %d:%d", link, s.Mode, unix.Major(s.Rdev), unix.Minor(s.Rdev)))
 			if s.Mode&syscall.S_IFMT != syscall.S_IFBLK || s.Uid != st.UID {
 				t.Errorf("QEMU holds %s as %o owned by %d, want a block device of uid %d", link, s.Mode, s.Uid, st.UID)
 			}
@@ -144,7 +128,7 @@ func TestImageConfined(t *testing.T) {
 	if code := r.wait(t, 20*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM:\n%s", code, r.stderr)
 	}
-	assertGone(t, e, e.cfg.RunDir, "it-image", st.Pid)
+	assertGone(t, e, runDir, "it-image", st.Pid)
 	data, _ := os.ReadFile(img)
 	if !bytes.Equal(data[512:1024], bytes.Repeat([]byte{0xab}, 512)) || data[0] != 0x11 || data[1024] != 0x11 {
 		t.Fatal("QEMU's write did not reach the image, or reached the wrong place")
@@ -159,13 +143,40 @@ func TestImageConfined(t *testing.T) {
 	if l := loopsOf(img); len(l) > 0 {
 		t.Fatalf("loop device left: %v", l)
 	}
+}
+
+// TestImageConfined: a root-owned 0600 image, exposed with Spec.Images,
+// is opened by the confined QEMU by its own path (host_device, as Xen's
+// qdisk backend opens it); a write through QEMU's block layer reaches
+// the file; the image's owner and mode stay; a read-only image cannot
+// be opened for writing; nothing (loop device included) is left.
+func TestImageConfined(t *testing.T) {
+	e := setup(t)
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control (modprobe loop)")
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "dmsandbox-img-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, bytes.Repeat([]byte{0x11}, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	drive := func() []string {
+		return e.qemuArgs("-drive", "if=none,id=d0,driver=raw,file.driver=host_device,file.filename="+img)
+	}
+
+	imageWrite(t, e, e.cfgPath, e.cfg.RunDir, img, drive())
 
 	// Read-only: whatever QEMU asks for (a read-write drive here; QEMU
 	// falls back to read-only when the open for writing fails), nothing
 	// it writes reaches the image.
-	r = startImagerun(t, e, "it-image", append([]string{"-image", img + ":ro", "--"}, drive()...)...)
-	st = r.waitReady(t, e, e.cfg.RunDir)
-	if mon, err = qmp.NewSocketMonitor("unix", st.QMPSocket, 5*time.Second); err != nil {
+	r := startImagerun(t, e, e.cfgPath, "it-image", append([]string{"-image", img + ":ro", "--"}, drive()...)...)
+	st := r.waitReady(t, e, e.cfg.RunDir)
+	mon, err := qmp.NewSocketMonitor("unix", st.QMPSocket, 5*time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := mon.Connect(); err != nil {
@@ -179,17 +190,41 @@ func TestImageConfined(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM:\n%s", code, r.stderr)
 	}
 	assertGone(t, e, e.cfg.RunDir, "it-image", st.Pid)
-	if data, _ = os.ReadFile(img); !bytes.Equal(data[2048:2560], bytes.Repeat([]byte{0x11}, 512)) {
+	if data, _ := os.ReadFile(img); !bytes.Equal(data[2048:2560], bytes.Repeat([]byte{0x11}, 512)) {
 		t.Fatal("a write reached a read-only image")
 	}
 
 	// Refused before anything starts: a link, a path the sandbox owns.
 	os.Symlink(img, filepath.Join(dir, "link.img"))
 	for _, bad := range []string{filepath.Join(dir, "link.img"), "/proc/self/environ", "/dev/null"} {
-		r = startImagerun(t, e, "it-image", append([]string{"-image", bad, "--"}, e.qemuArgs()...)...)
+		r = startImagerun(t, e, e.cfgPath, "it-image", append([]string{"-image", bad, "--"}, e.qemuArgs()...)...)
 		if code := r.wait(t, 30*time.Second); code == 0 || !strings.Contains(r.stderr.String(), "image "+bad) {
 			t.Errorf("image %s: exit %d\n%s", bad, code, r.stderr)
 		}
 		assertGone(t, e, e.cfg.RunDir, "it-image")
 	}
+}
+
+// TestImageUserNamespace: the same with user_namespace on, where runc
+// binds a node the launcher made (owned by the sandbox uid) into the
+// scaffold instead of creating it.
+func TestImageUserNamespace(t *testing.T) {
+	e := setup(t)
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control (modprobe loop)")
+	}
+	cfg := e.cfg
+	cfg.UserNamespace = true
+	path := filepath.Join(filepath.Dir(e.cfgPath), "userns-images.json")
+	writeConfig(t, path, cfg)
+	dir, err := os.MkdirTemp("/var/tmp", "dmsandbox-img-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, bytes.Repeat([]byte{0x11}, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	imageWrite(t, e, path, cfg.RunDir, img, e.qemuArgs("-drive", "if=none,id=d0,driver=raw,file.driver=host_device,file.filename="+img))
 }
