@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmsandbox/dmsandbox/seccomp"
 	"golang.org/x/sys/unix"
 )
 
@@ -225,6 +226,44 @@ func TestBuildConfigScaffold(t *testing.T) {
 		}
 		if found == userns {
 			t.Errorf("userns=%v: image node among runc's devices: %v", userns, found)
+		}
+	}
+}
+
+// The loop device in the sandbox must stay what the launcher made it: no
+// device model profile allows a loop ioctl (LOOP_CLR_FD needs no
+// privilege at all, LOOP_SET_STATUS64 only write access), while the
+// block ioctls QEMU's host_device driver uses are allowed.
+func TestProfilesRefuseLoopIoctls(t *testing.T) {
+	loopIoctls := map[string]uintptr{"LOOP_SET_FD": unix.LOOP_SET_FD, "LOOP_CLR_FD": unix.LOOP_CLR_FD,
+		"LOOP_SET_STATUS": unix.LOOP_SET_STATUS, "LOOP_SET_STATUS64": unix.LOOP_SET_STATUS64,
+		"LOOP_CHANGE_FD": 0x4C06 /* linux/loop.h; not in x/sys */, "LOOP_SET_CAPACITY": unix.LOOP_SET_CAPACITY,
+		"LOOP_SET_DIRECT_IO": unix.LOOP_SET_DIRECT_IO, "LOOP_SET_BLOCK_SIZE": unix.LOOP_SET_BLOCK_SIZE,
+		"LOOP_CONFIGURE": unix.LOOP_CONFIGURE, "LOOP_CTL_GET_FREE": unix.LOOP_CTL_GET_FREE,
+		"LOOP_CTL_ADD": unix.LOOP_CTL_ADD, "LOOP_CTL_REMOVE": unix.LOOP_CTL_REMOVE}
+	for _, name := range []string{"qemu-xen", "qemu-kvm", "qemu-vfio"} {
+		p, err := seccomp.Load(name, seccomp.SelfPID(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		verdict := func(req uintptr) string {
+			d, err := seccomp.CheckData("x86_64", "ioctl", []string{"5", fmt.Sprint(req)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := p.Check(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v.Action
+		}
+		for ioctl, req := range loopIoctls {
+			if v := verdict(req); v == "allow" || v == "log" {
+				t.Errorf("%s: %s (%#x) %s", name, ioctl, req, v)
+			}
+		}
+		if v := verdict(unix.BLKGETSIZE64); v != "allow" {
+			t.Errorf("%s: BLKGETSIZE64 %s, want allow (host_device)", name, v)
 		}
 	}
 }
