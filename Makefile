@@ -10,7 +10,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Debian packages the build and the tests need.
 DEB_PKGS := gcc libseccomp-dev pkg-config qemu-system-x86 qemu-system-xen busybox-static cpio kmod \
-            libxen-dev
+            libxen-dev shellcheck
 GOFILES  := $(shell find . -name '*.go' -not -path './bin/*' 2>/dev/null)
 
 .PHONY: all build deps test test-unit test-integration demo bench fuzz lint clean
@@ -118,8 +118,8 @@ seccomp-propose: build
 # TCG boots at most, ~1 min each here); takes the rig's run lock.
 # fuzz-dm: the argv parser and the QMP proxy's framing, FUZZTIME each.
 .PHONY: test-xen fuzz-dm
-test-xen: deps build
-	DMSANDBOX_XEN_RIG=1 DMSANDBOX_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 12m -run TestXenRigDM ./integration/xenrig/
+test-xen: deps build build-xen
+	DMSANDBOX_XEN_RIG=1 DMSANDBOX_BIN=$(CURDIR)/bin/dmsandbox-xen CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 15m -run TestXenRig ./integration/xenrig/
 fuzz-dm:
 	for f in FuzzParse FuzzOpts; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/dmargv/ || exit 1; done
 	for f in FuzzFrame FuzzCommand; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/qmpproxy/ || exit 1; done
