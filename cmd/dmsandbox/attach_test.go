@@ -92,6 +92,13 @@ func TestAttachCLIEndToEnd(t *testing.T) {
 	expect(ExitUsage, false, "detach", "--domid", "0", "--device", dev)
 	expect(ExitUsage, false, "detach", "--domid", "7", "--device", "nonsense")
 	expect(ExitUsage, false, "detach", "--list")
+	// A restarted daemon keeps the authorisations.
+	stopDaemon(t, d)
+	d = authzDaemon(t, dir)
+	out, _ := expect(ExitOK, false, "attach", "--list", "--domid", "7")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "7 ") || !strings.Contains(lines[1], dev) {
+		t.Fatalf("list after restart:\n%s", out)
+	}
 	// The launcher's device_add path (DM mode's QMP hook asks exactly
 	// this): an unauthorised device is refused.
 	cc, err := broker.DialControl(sock)
@@ -108,13 +115,18 @@ func TestAttachCLIEndToEnd(t *testing.T) {
 		t.Fatalf("unauthorised attach: %v", err)
 	}
 	cc.Shutdown()
-	// A restarted daemon keeps the authorisations.
-	stopDaemon(t, d)
-	d = authzDaemon(t, dir)
-	out, _ := expect(ExitOK, false, "attach", "--list", "--domid", "7")
-	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "7 ") || !strings.Contains(lines[1], dev) {
-		t.Fatalf("list after restart:\n%s", out)
+	// The session ended (its client hung up): domain 7 is gone, and its
+	// authorisations with it, so a later domain 7 inherits nothing.
+	for i := 0; ; i++ {
+		if out, _ := expect(ExitOK, false, "attach", "--list", "--domid", "7"); !strings.Contains(out, dev) {
+			break
+		}
+		if i == 100 {
+			t.Fatal("authorisation outlived the domain's session")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	expect(ExitOK, true, "attach", "--domid", "7", "--device", dev)
 	expect(ExitOK, true, "detach", "--domid", "7", "--device", dev)
 	expect(ExitOK, true, "detach", "--domid", "7", "--device", dev) // idempotent
 	if out, _ := expect(ExitOK, false, "attach", "--list"); strings.Contains(out, dev) {
@@ -143,7 +155,8 @@ func TestAttachCLIEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"authorize/allow": 2, "authorize/deny": 1, "deauthorize/allow": 2, "attach/deny": 1, "authorizations/allow": 2}
+	// deauthorize/allow 3: two detaches and the domain's end.
+	want := map[string]int{"authorize/allow": 3, "authorize/deny": 1, "deauthorize/allow": 3, "attach/deny": 1, "authorizations/allow": 3}
 	for k, n := range want {
 		if count[k] != n {
 			t.Errorf("audit %s: %d records, want %d (all: %v)", k, count[k], n, count)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/dmsandbox/dmsandbox/pci"
@@ -24,6 +26,11 @@ import (
 //     for another is refused (EBUSY) naming the holder;
 //   - authorising twice, or deauthorising what is not authorised, is
 //     fine (hotplug scripts retry);
+//   - a domain's authorisations end with its session (the device model
+//     closed it or died: the domain is gone or broken), because domids
+//     are reused and a later domain with the same number must not
+//     inherit what the site granted this one. A broker shutting down
+//     keeps them: the domains still run;
 //   - deauthorising a device the domain's live session holds detaches it
 //     there (the session's undo for that device: mappings, interrupts,
 //     pirqs, then reset and quarantine). The site withdrew the device, so
@@ -164,6 +171,37 @@ func (b *Broker) deauthorize(domid uint32, bdf pci.BDF, args *string) error {
 		return fmt.Errorf("broker: deauthorize %s: %w (%w)", bdf, err, unix.EIO)
 	}
 	return nil
+}
+
+// domainEnded withdraws every authorisation of domid once its session
+// has ended (see the rules above), with one audit record naming them.
+func (b *Broker) domainEnded(domid uint32) {
+	b.authMu.Lock()
+	defer b.authMu.Unlock()
+	next := make(map[pci.BDF]Authorization, len(b.auth))
+	var gone []string
+	for k, v := range b.auth {
+		if v.Domid == domid {
+			gone = append(gone, k.String())
+			continue
+		}
+		next[k] = v
+	}
+	if len(gone) == 0 {
+		return
+	}
+	sort.Strings(gone)
+	err := saveAuthz(b.authzPath(), next)
+	if err == nil {
+		b.auth = next
+	} else {
+		err = fmt.Errorf("%w (%w)", err, unix.EIO)
+		b.logf("domain %d ended, its authorisations kept: %v", domid, err)
+	}
+	args := "bdf=" + strings.Join(gone, ",") + " (the domain's session ended)"
+	if aerr := b.auditControl("deauthorize", domid, Peer{}, args, err); aerr != nil {
+		b.logf("audit: %v", aerr)
+	}
 }
 
 // holder returns the live session of domid if it holds bdf.

@@ -373,3 +373,54 @@ func TestDeauthorizeRacingAttach(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthorizationsEndWithSession: a domain's authorisations end when
+// its session does (closed over the control channel, or its client hung
+// up), so a later domain reusing the domid inherits nothing; other
+// domains keep theirs, and a broker shutting down keeps them all.
+func TestAuthorizationsEndWithSession(t *testing.T) {
+	r := authzRig(t)
+	for _, a := range []struct {
+		domid uint32
+		bdf   pci.BDF
+	}{{dom, e1000e}, {dom + 1, other}} {
+		if err := r.broker.Authorize(a.domid, a.bdf, admin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Shutdown: kept (the domains still run).
+	s, c := r.session(dom, e1000e)
+	r.restart()
+	c.Close()
+	if got := listed(t, r.broker, 0); len(got) != 2 {
+		t.Fatalf("after a broker restart: %v", got)
+	}
+	// Closed over the control channel: dom's go, dom+1's stay.
+	s, c = r.session(dom, e1000e)
+	if err := r.broker.CloseSession(s.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if got := listed(t, r.broker, 0); len(got) != 1 || got[0] != other.String() {
+		t.Fatalf("after dom %d's session closed: %v", dom, got)
+	}
+	d := r.recordsOf("deauthorize")
+	if len(d) != 1 || d[0].Domid != dom || !strings.Contains(d[0].Args, e1000e.String()) || !strings.Contains(d[0].Args, "session ended") {
+		t.Fatalf("audit: %+v", d)
+	}
+	// A later domain with the same domid gets nothing it was not given.
+	s2, c2 := r.session(dom)
+	if err := r.broker.Attach(s2.ID, e1000e, AttachOptions{}); !errors.Is(err, unix.EACCES) {
+		t.Fatalf("attach in the reused domid: %v", err)
+	}
+	// Client hung up: dom+1's go too, and survive no restart.
+	c2.Close()
+	r.waitGone(s2)
+	s3, c3 := r.session(dom+1, other)
+	c3.Close()
+	r.waitGone(s3)
+	r.restart()
+	if got := listed(t, r.broker, 0); len(got) != 0 {
+		t.Fatalf("after dom %d's client hung up: %v", dom+1, got)
+	}
+}

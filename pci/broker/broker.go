@@ -188,7 +188,9 @@ func (b *Broker) CloseSession(id uint64) error {
 	if err != nil {
 		return err
 	}
-	s.close("closed by control channel")
+	if s.close("closed by control channel") {
+		b.domainEnded(s.Domid)
+	}
 	return nil
 }
 

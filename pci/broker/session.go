@@ -67,7 +67,9 @@ func (s *Session) serve() {
 	}
 	// EOF for whatever reason: QEMU exited or crashed, the launcher was
 	// killed, the domain was destroyed. Undo everything.
-	s.close("client hung up")
+	if s.close("client hung up") {
+		s.b.domainEnded(s.Domid)
+	}
 }
 
 // handleFrame decodes, checks, executes and audits one frame and returns
@@ -219,11 +221,11 @@ func (s *Session) sortedDevs() []*sessionDevice {
 
 // close marks the session closed and undoes everything it holds. It is
 // idempotent. Later frames get ESHUTDOWN.
-func (s *Session) close(why string) {
+func (s *Session) close(why string) (closedNow bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.closed = true
 	plan := s.live.undoPlan()
@@ -238,6 +240,7 @@ func (s *Session) close(why string) {
 	}
 	s.mu.Unlock()
 	s.b.forget(s, why)
+	return true
 }
 
 func (s *Session) devByBDF(name string) *pci.Device {
