@@ -126,12 +126,18 @@ func (p *parser) hand(h Handed) int {
 	return FirstFD + len(p.dm.Handed) - 1
 }
 
-// fdset hands h and returns the -add-fd words and the /dev/fdset path
-// QEMU opens it by (qemu_open resolves /dev/fdset/N to a dup of the fd).
-func (p *parser) fdset(h Handed) (addFd []string, path string) {
+// fdset hands h (and more, in the same set) and returns the -add-fd words
+// and the /dev/fdset path QEMU opens it by (qemu_open resolves
+// /dev/fdset/N to a dup of the set's fd whose access mode matches the
+// open's, EACCES if none does).
+func (p *parser) fdset(h Handed, more ...Handed) (addFd []string, path string) {
 	fd := p.hand(h)
 	set := fdsetBase + len(p.dm.Handed) - 1
-	return []string{"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", fd, set, h.Name)}, fmt.Sprintf("/dev/fdset/%d", set)
+	addFd = []string{"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", fd, set, h.Name)}
+	for _, m := range more {
+		addFd = append(addFd, "-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", p.hand(m), set, m.Name))
+	}
+	return addFd, fmt.Sprintf("/dev/fdset/%d", set)
 }
 
 // inheritedFD validates an fd number libxl put in the argv.
@@ -444,7 +450,17 @@ func (p *parser) drive(o option) error {
 	if id == "" {
 		id = fmt.Sprintf("disk%d", len(p.dm.Disks)-1)
 	}
-	add, path := p.fdset(Handed{Kind: HandFile, Name: "drive-" + id, Path: filepath.Clean(file), ReadOnly: readOnly})
+	h := Handed{Kind: HandFile, Name: "drive-" + id, Path: filepath.Clean(file), ReadOnly: readOnly}
+	var more []Handed
+	if !readOnly {
+		// QEMU 7.2 opens a read-write drive read-only first: with a
+		// read-write fd alone the set has no match ("Could not dup FD
+		// for /dev/fdset/N flags 0: Permission denied", seen in the Xen
+		// rig with an HVM guest's disk). So the set also holds a
+		// read-only fd of the same file, as libvirt hands QEMU.
+		more = append(more, Handed{Kind: HandFile, Name: "drive-" + id + "-ro", Path: h.Path, ReadOnly: true})
+	}
+	add, path := p.fdset(h, more...)
 	p.dm.Args = append(p.dm.Args, add...)
 	p.dm.Args = append(p.dm.Args, o.Word, do.set("file", path).String())
 	p.note(o, "translated", "dmsandbox opens "+file+" and hands QEMU the fd")
