@@ -37,6 +37,11 @@ import (
 // is a read-only loop device (the kernel refuses writes, whatever the
 // node's mode). The loop device is LO_FLAGS_AUTOCLEAR: it goes away with
 // the last close, QEMU's or the launcher's, also when both are killed.
+// No LO_FLAGS_PARTSCAN: the host kernel does not parse the guest's
+// partition table. The price of a loop device: the host's udev sees a
+// block device holding guest data (blkid), as with phy: backends, so a
+// site with LVM event activation should filter /dev/loop* as it filters
+// guest LVs (docs/libxl.md).
 //
 // Where the node goes: the cached root is shared and read-only, so the
 // image path's first component gets an empty mount point in the root
