@@ -13,7 +13,8 @@ import (
 // TestXenRigDM: in dom0 of a nested Xen 4.17, `xl create` HVM guests
 // whose device_model_override is dmsandbox (hvm1 with VNC, hvm2 with
 // dm_restrict=1, hvm3 with dm_restrict=1 and an emulated PCI device
-// passed through by the broker daemon's xen backend):
+// passed through by the broker daemon's xen backend, hvm4 hot-adding it
+// with pre-authorisation mandatory, through contrib/xen/dmsandbox-pci):
 // the guest runs hvmloader/SeaBIOS, QEMU is confined (checked from dom0),
 // and `xl destroy` leaves no process and no run directory. Opt-in: it
 // needs up to two TCG boots of Xen (RIGS.md: 15-90 s each).
@@ -57,7 +58,11 @@ func TestXenRigDM(t *testing.T) {
 	} else if bin, err = filepath.Abs(bin); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"DMSANDBOX": bin}
+	pciScript, err := filepath.Abs("../../contrib/xen/dmsandbox-pci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DMSANDBOX": bin, "CONTRIB_PCI": pciScript}
 	// Discovery runs: the qemu-xen profile logs instead of killing, and
 	// the script reports the syscalls it logged (docs/libxl.md).
 	if os.Getenv("DMSANDBOX_XEN_RIG_SECCOMP_LOG") != "" {
@@ -200,6 +205,7 @@ CFG
 	$XB/xl dmesg | grep -q "(d$domid) HVM Loader" || fail "$1: no hvmloader output"
 	ok "$1 runs hvmloader"
 	[ -n "${PCI:-}" ] && pci_running $1 $domid
+	[ -n "${HOTPLUG:-}" ] && pci_hotplug $1 $domid
 	if [ "${VNC:-0}" = 1 ]; then
 		port=$(xenstore-read /local/domain/$domid/console/vnc-port) || fail "$1: no vnc-port in xenstore"
 		exec 3<>/dev/tcp/127.0.0.1/$port || fail "$1: VNC port $port not listening"
@@ -232,6 +238,7 @@ $XB/xl pci-assignable-add $BDF || fail "xl pci-assignable-add $BDF"
 [ "$(basename "$(readlink /sys/bus/pci/devices/$BDF/driver)")" = pciback ] || fail "$BDF not on pciback"
 ok "$BDF assignable (pciback)"
 $DMSANDBOX broker run --backend xen > $RIG_OUT/broker.log 2>&1 &
+BROKER_PID=$!
 for i in $(seq 1 100); do [ -S /run/dmsandbox/broker.sock ] && break; sleep 0.1; done
 [ -S /run/dmsandbox/broker.sock ] || { cat $RIG_OUT/broker.log; fail "broker daemon"; }
 ok "broker daemon (xen backend) listening"
@@ -268,6 +275,37 @@ pci_destroyed() { # name domid
 }
 PCI=1 guest hvm3 'dm_restrict = 1
 pci = [ "'$BDF'" ]'
+
+# Hot-add with pre-authorisation mandatory: the broker restarted with
+# --require-authorization; libxl's device_add of a device the site did
+# not authorise for the domain is refused (and audited), the site's
+# hotplug script (contrib/xen/dmsandbox-pci) authorises and attaches,
+# and its detach withdraws the device from the live session.
+kill $BROKER_PID; wait $BROKER_PID 2>/dev/null
+$DMSANDBOX broker run --backend xen --require-authorization > $RIG_OUT/broker-authz.log 2>&1 &
+BROKER_PID=$!
+for i in $(seq 1 100); do [ -S /run/dmsandbox/broker.sock ] && break; sleep 0.1; done
+[ -S /run/dmsandbox/broker.sock ] || { cat $RIG_OUT/broker-authz.log; fail "broker daemon --require-authorization"; }
+pci_hotplug() { # name domid
+	$XB/xl pci-attach $2 $BDF > /run/xl-unauth.log 2>&1 && fail "$1: an unauthorised hot-add went through"
+	audit | grep " dom$2 " | grep -q " attach  *deny  *EACCES" || { tail -5 /run/xl-unauth.log; fail "$1: no refused attach in the audit log"; }
+	ok "$1: unauthorised xl pci-attach refused by the broker (audited)"
+	PATH=$XB:$PATH sh $CONTRIB_PCI pci-attach $2 $BDF || fail "$1: dmsandbox-pci pci-attach: exit $?"
+	$XB/xl pci-list $1 | grep -q "${BDF#0000:}" || fail "$1: not in xl pci-list after pci-attach"
+	for op in map_pirq bind_pt_pci_irq; do
+		audit | grep " dom$2 " | grep -q " $op  *allow" || fail "$1: no allowed $op after the hot-add"
+	done
+	ok "$1: authorised hot-add through dmsandbox-pci (map_pirq, bind_pt_pci_irq through the broker)"
+	PATH=$XB:$PATH sh $CONTRIB_PCI pci-detach $2 $BDF || echo "dmsandbox-pci pci-detach: exit $? (xl pci-detach cannot complete without a guest OS)"
+	$DMSANDBOX broker ls | awk -v d=$2 'NR > 1 && $2 == d' | grep "$BDF" && fail "$1: the session still holds $BDF after pci-detach"
+	audit | grep " dom$2 " | grep -q " undo  *allow  *pirq " || fail "$1: the withdrawn device's pirq was not undone"
+	[ -z "$(sh $CONTRIB_PCI list $2 | sed 1d)" ] || fail "$1: still authorised after pci-detach"
+	ok "$1: dmsandbox-pci pci-detach withdrew the device from the live session (undone by the broker)"
+}
+# passthrough: a domain created without pci=[...] gets no IOMMU context
+# unless asked (Xen >= 4.13), and then nothing can be hot-added.
+HOTPLUG=1 guest hvm4 'dm_restrict = 1
+passthrough = "enabled"'
 seccomp_report
 echo XENRIG-DONE
 `
