@@ -63,7 +63,7 @@ func dmImages(domid int, logf func(string, ...any)) ([]launcher.Image, error) {
 		if img.ReadOnly {
 			mode = "ro"
 		}
-		logf("domain %d: qdisk image %s (%s) exposed to QEMU", domid, img.Path, mode)
+		logf("domain %d: qdisk image %s (%s) from xenstore, to be exposed to QEMU", domid, img.Path, mode)
 	}
 	return imgs, err
 }

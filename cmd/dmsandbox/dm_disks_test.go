@@ -124,7 +124,7 @@ func TestDMImagesNoXenstore(t *testing.T) {
 	}
 	logged = nil
 	imgs, err := dmImages(3, logf)
-	if err != nil || len(imgs) != 1 || len(logged) != 1 || !strings.Contains(logged[0], "/var/a.img (rw)") {
+	if err != nil || len(imgs) != 1 || len(logged) != 1 || !strings.Contains(logged[0], "/var/a.img (rw) from xenstore") {
 		t.Fatalf("one disk: %v %v %q", imgs, err, logged)
 	}
 }

@@ -161,7 +161,7 @@ started() {
 	tr '\0' ' ' < /proc/$dmpid/cmdline | grep -q "^$DMSANDBOX " || fail "pid $dmpid is not dmsandbox: $(tr '\0' ' ' < /proc/$dmpid/cmdline)"
 	# dmsandbox reads xenstore once, at its start: this line is the proof
 	# that libxl had written the qdisk backend before spawning it.
-	grep "qdisk image /var/lib/xen/pvdisk.img (rw)" /var/log/xen/qemu-dm-$1.log || fail "$1: dmsandbox did not expose the qdisk image"
+	grep "qdisk image /var/lib/xen/pvdisk.img (rw) from xenstore" /var/log/xen/qemu-dm-$1.log || fail "$1: dmsandbox did not expose the qdisk image"
 	qpid=$(sed -n 's/^  "pid": \([0-9]*\),$/\1/p' /run/dmsandbox/xen-dm-$domid/state.json)
 	[ -n "$qpid" ] || fail "$1: no QEMU pid in state.json"
 	cgpaths=$(grep -o '"/sys/fs/cgroup/[^"]*"' /run/dmsandbox/xen-dm-$domid/state.json | tr -d '"')
