@@ -40,7 +40,9 @@ run flags: --socket PATH (` + broker.DefaultControlSocket + `) --backend xen|vfi
   --require-authorization (attach only devices pre-authorised for the domain: dmsandbox attach)
 try flags: --backend fake|xen|vfio (fake) --sysfs-root DIR --device BDF (repeatable) --domid N --permissive
   OP is a protocol op (hello memory_mapping ioport_mapping map_pirq map_pirq_msi unmap_pirq
-  bind_pt_pci_irq unbind_pt_irq update_msi_irq unbind_msi_irq config_read config_write reset);
+  bind_pt_pci_irq unbind_pt_irq update_msi_irq unbind_msi_irq config_read config_write reset
+  open_file: file=config|resource|vendor|device|irq|class|subsystem_vendor|subsystem_device|msix_bar,
+  bdf=any with msix_bar and addr=HOST_ADDRESS);
   FIELD is a request field in snake case (first_gfn=0xe0000); domid and bdf default to the session's;
   pirq=last means the pirq the previous op returned.
 exit codes: 0 ok (try: every op allowed); 1 failed (try: an op was refused); 2 usage; 3 config invalid;
@@ -269,8 +271,12 @@ func brokerTry(args []string) int {
 		}
 		hello = true
 		res := resultFor(req.Op())
-		err = c.Do(req, res)
 		line := strings.Join(op, " ")
+		if of, ok := req.(*broker.OpenFile); ok {
+			res, err = tryOpenFile(c, of)
+		} else {
+			err = c.Do(req, res)
+		}
 		if err != nil {
 			rc = ExitFailure
 			errno := broker.Errno(err)
@@ -338,6 +344,16 @@ func buildRequest(op []string, domid uint32, dev pci.BDF, lastPirq int32) (broke
 		if val == "last" {
 			val = strconv.Itoa(int(lastPirq))
 		}
+		if k == "bdf" && val == "any" {
+			f.SetUint(uint64(broker.WireAnyBDF))
+			continue
+		}
+		if k == "file" {
+			if n, ok := fileByName(val); ok {
+				f.SetUint(uint64(n))
+				continue
+			}
+		}
 		if k == "bdf" {
 			b, err := pci.ParseBDF(val)
 			if err != nil {
@@ -364,6 +380,44 @@ func buildRequest(op []string, domid uint32, dev pci.BDF, lastPirq int32) (broke
 	return req, nil
 }
 
+// fileByName maps open_file's file names (config, msix_bar, ...) to
+// their numbers.
+func fileByName(name string) (uint32, bool) {
+	for f := uint32(1); f <= broker.FileMSIXBar; f++ {
+		if broker.FileName(f) == name {
+			return f, true
+		}
+	}
+	return 0, false
+}
+
+// openFileResult is what `broker try` shows of an open_file: the reply
+// and what the handed fd holds (it is closed at once).
+type openFileResult struct {
+	broker.OpenFileReply
+	size  int64
+	first string
+}
+
+// tryOpenFile does an open_file and looks at the fd it hands back.
+func tryOpenFile(c *broker.Client, r *broker.OpenFile) (any, error) {
+	f, rep, err := c.OpenFile(broker.BDFFromWire(r.BDF), r.File, r.Addr)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	res := &openFileResult{OpenFileReply: rep}
+	if st, err := f.Stat(); err == nil {
+		res.size = st.Size()
+	}
+	if r.File != broker.FileMSIXBar && r.File != broker.FileConfig {
+		buf := make([]byte, 80)
+		n, _ := f.Read(buf)
+		res.first, _, _ = strings.Cut(string(buf[:n]), "\n")
+	}
+	return res, nil
+}
+
 func resultFor(o broker.Op) any {
 	switch o {
 	case broker.OpHello:
@@ -378,6 +432,15 @@ func resultFor(o broker.Op) any {
 
 func describeResult(res any) string {
 	switch r := res.(type) {
+	case *openFileResult:
+		out := fmt.Sprintf(" fd (read-only, %d bytes)", r.size)
+		if r.Size != 0 {
+			out += fmt.Sprintf(" bar=%#x+%#x", r.Base, r.Size)
+		}
+		if r.first != "" {
+			out += fmt.Sprintf(" %q", r.first)
+		}
+		return out
 	case *broker.HelloReply:
 		return fmt.Sprintf(" domid=%d devices=%d", r.Domid, r.NDevices)
 	case *broker.PirqReply:

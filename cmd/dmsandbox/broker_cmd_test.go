@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -73,5 +74,33 @@ func TestAuditVerifyCmd(t *testing.T) {
 	os.WriteFile(files[0], bytes.Join(lines, nil), 0o600)
 	if rc := auditCmd([]string{"verify", files[0]}); rc != ExitFailure {
 		t.Fatalf("reordered: rc %d", rc)
+	}
+}
+
+// TestBrokerTryOpenFile: `broker try` speaks open_file by file name and
+// with bdf=any, and shows what the handed fd holds (the broker's tree,
+// here a copy of the captured one with the MSI-X BAR's resource file).
+func TestBrokerTryOpenFile(t *testing.T) {
+	tree := t.TempDir()
+	if out, err := exec.Command("cp", "-a", capturedTree+"/.", tree).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	dev, err := filepath.EvalSymlinks(filepath.Join(tree, "sys/bus/pci/devices/0000:00:04.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dev, "resource3"), make([]byte, 0x4000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, out, errOut := cli(t, "broker", "try", "--sysfs-root", tree, "--device", "0000:00:04.0", "--domid", "7", "--",
+		"open_file", "file=vendor", "--", "open_file", "bdf=any", "file=msix_bar", "addr=0xfebd0010", "--",
+		"open_file", "file=msix_bar", "addr=0xfeb80000", "--", "open_file", "bdf=0000:00:03.0", "file=irq")
+	want := `open_file file=vendor → allow fd (read-only, 7 bytes) "0x8086"
+open_file bdf=any file=msix_bar addr=0xfebd0010 → allow fd (read-only, 16384 bytes) bar=0xfebd0000+0x4000
+open_file file=msix_bar addr=0xfeb80000 → deny ERANGE (34): addr 0xfeb80000 is in no MSI-X table or PBA page of 0000:00:04.0
+open_file bdf=0000:00:03.0 file=irq → deny ENODEV (19): 0000:00:03.0 is not attached to session 1
+`
+	if rc != ExitFailure || out != want {
+		t.Fatalf("rc %d, stdout:\n%s\nwant:\n%s\nstderr: %s", rc, out, want, errOut)
 	}
 }
