@@ -18,6 +18,7 @@ import (
 
 // Header fields.
 const (
+	cfgROM       = 0x30 // expansion ROM BAR (type 0 header)
 	cfgCommand   = 0x04
 	cfgStatus    = 0x06
 	cfgCacheLine = 0x0c
@@ -64,6 +65,14 @@ func writableMask(dev *pci.Device, permissive bool) []byte {
 		}
 	}
 	put16(cfgCommand, cmdGuest)
+	// The ROM BAR's enable bit, not its address: SeaBIOS enables the ROM
+	// of every device to run its option ROM (measured in the Xen rig with
+	// a passed-through e1000e), and Xen's own QEMU, writing sysfs as root,
+	// lets it through. pciback's PV rule swallows the write instead; a
+	// refusal here would only cost the guest the device's boot ROM.
+	if dev.ROM != nil {
+		m[cfgROM] |= 0x01
+	}
 	put16(cfgStatus, statusRW1C)
 	m[cfgCacheLine] = 0xff
 	m[cfgLatency] = 0xff
