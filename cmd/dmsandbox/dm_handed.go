@@ -16,8 +16,9 @@ import (
 // launcher's side of them. close releases everything; it is safe to call
 // once at any point.
 type dmResources struct {
-	files     []*os.File // Handed, in order (QEMU gets dups; ours are closed after start)
-	ptyHold   []*os.File // slave ends kept open so the master never sees a hangup
+	files     []*os.File      // Handed, in order (QEMU gets dups; ours are closed after start)
+	opened    []dmargv.Handed // what files holds, in the same order
+	ptyHold   []*os.File      // slave ends kept open so the master never sees a hangup
 	relays    []*ptyRelay
 	ptys      map[string]string // chardev label -> host pty path, for the QMP proxy
 	listeners []net.Listener    // libxl's QMP sockets, one per dmargv.Monitor
@@ -64,6 +65,7 @@ func prepare(dm *dmargv.DM) (_ *dmResources, err error) {
 			return nil, fmt.Errorf("%s: %w", h.Name, err)
 		}
 		r.files = append(r.files, f)
+		r.opened = append(r.opened, h)
 	}
 	for _, m := range dm.Monitors {
 		l, err := r.listen(m)
@@ -75,6 +77,22 @@ func prepare(dm *dmargv.DM) (_ *dmResources, err error) {
 	return r, nil
 }
 
+// reopen opens f's file again with flag, through /proc/self/fd, and
+// checks it is the same inode.
+func reopen(f *os.File, flag int, name string) (*os.File, error) {
+	g, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), flag|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reopen %s: %w", name, err)
+	}
+	a, aerr := f.Stat()
+	b, berr := g.Stat()
+	if aerr != nil || berr != nil || !os.SameFile(a, b) {
+		g.Close()
+		return nil, fmt.Errorf("reopen %s: not the same file", name)
+	}
+	return g, nil
+}
+
 func (r *dmResources) open(h dmargv.Handed) (*os.File, error) {
 	switch h.Kind {
 	case dmargv.HandInherited:
@@ -83,6 +101,15 @@ func (r *dmResources) open(h dmargv.Handed) (*os.File, error) {
 		flag := os.O_RDWR
 		if h.ReadOnly {
 			flag = os.O_RDONLY
+		}
+		// A second fd of a path already opened (the read-only twin of a
+		// read-write drive in one fd set) is a reopen of the first one
+		// through /proc/self/fd: the same file whatever happened to the
+		// path in between.
+		for i, prev := range r.opened {
+			if prev.Kind == dmargv.HandFile && prev.Path == h.Path && r.files[i] != nil {
+				return reopen(r.files[i], flag, h.Path)
+			}
 		}
 		f, err := os.OpenFile(h.Path, flag|unix.O_NOFOLLOW|unix.O_NOCTTY, 0)
 		if err != nil {
