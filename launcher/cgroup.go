@@ -62,6 +62,18 @@ type Cgroup struct {
 // makes on a hybrid host's cgroup2 hierarchy.
 const hybridUnified = "unified"
 
+// joinedOnly prefixes, in Cgroup.Paths of a v1 cgroup, the directories
+// runc makes when it joins a v1 hierarchy containerd/cgroups does not
+// manage (misc; hugetlb on a host without huge pages, such as a Xen PV
+// dom0): no limit is set there, but the directory must go with the
+// sandbox. Found in the Xen rig's dom0.
+const joinedOnly = "joined:"
+
+// isRuncOnly tells the Paths keys containerd/cgroups does not load.
+func isRuncOnly(sub string) bool {
+	return sub == hybridUnified || strings.HasPrefix(sub, joinedOnly)
+}
+
 // cgroupRoot is the cgroupfs mount point; a variable so tests can point
 // at a fake tree.
 var cgroupRoot = "/sys/fs/cgroup"
@@ -84,6 +96,9 @@ func planCgroup(parent, name string) (*Cgroup, error) {
 			if p, err := path(s.Name()); err == nil {
 				c.Paths[string(s.Name())] = filepath.Join(cgroupRoot, string(s.Name()), p)
 			}
+		}
+		if err := planJoinedOnly(c.Paths, rel); err != nil {
+			return nil, err
 		}
 		for _, required := range []cgroup1.Name{cgroup1.Memory, cgroup1.Pids, cgroup1.Cpu, cgroup1.Devices, cgroup1.Freezer} {
 			if _, ok := c.Paths[string(required)]; !ok {
@@ -114,7 +129,7 @@ func planCgroup(parent, name string) (*Cgroup, error) {
 // either way not ours to join.
 func (c *Cgroup) create(lim CgroupLimits, devs []DeviceRule) error {
 	for sub, p := range c.Paths {
-		if sub == hybridUnified {
+		if isRuncOnly(sub) {
 			continue
 		}
 		if _, err := os.Stat(p); err == nil {
@@ -157,7 +172,7 @@ func loadCgroup(mode CgroupMode, paths map[string]string) (*Cgroup, error) {
 	case CgroupV1:
 		rels := map[string]string{}
 		for sub, abs := range paths {
-			if sub == hybridUnified {
+			if isRuncOnly(sub) {
 				continue
 			}
 			rels[sub] = strings.TrimPrefix(abs, filepath.Join(cgroupRoot, sub))
@@ -183,6 +198,37 @@ func loadCgroup(mode CgroupMode, paths map[string]string) (*Cgroup, error) {
 		return nil, fmt.Errorf("unknown cgroup mode %q", mode)
 	}
 	return c, nil
+}
+
+// planJoinedOnly records, under joinedOnly keys, where runc will make the
+// sandbox's directory in each mounted single-controller v1 hierarchy
+// (named ones too) that paths does not cover yet: runc nests rel under
+// this process's own cgroup in each hierarchy it joins.
+func planJoinedOnly(paths map[string]string, rel string) error {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return fmt.Errorf("cgroup v1 hierarchies: %w", err)
+	}
+	joinedOnlyPaths(paths, string(data), rel)
+	return nil
+}
+
+// joinedOnlyPaths is planJoinedOnly over the text of /proc/self/cgroup.
+func joinedOnlyPaths(paths map[string]string, self, rel string) {
+	for _, line := range strings.Split(self, "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || f[1] == "" || strings.Contains(f[1], ",") {
+			continue // cgroup2, or a co-mounted hierarchy (cpu,cpuacct: containerd's)
+		}
+		dir := strings.TrimPrefix(f[1], "name=")
+		if _, ok := paths[dir]; ok {
+			continue
+		}
+		if st, err := os.Stat(filepath.Join(cgroupRoot, dir)); err != nil || !st.IsDir() {
+			continue
+		}
+		paths[joinedOnly+dir] = filepath.Join(cgroupRoot, dir, f[2], rel)
+	}
 }
 
 func ownV2Group() (string, error) {
@@ -316,7 +362,10 @@ func (c *Cgroup) Delete() error {
 	switch c.Mode {
 	case CgroupV1:
 		err = c.v1.Delete()
-		if p, ok := c.Paths[hybridUnified]; ok {
+		for sub, p := range c.Paths {
+			if !isRuncOnly(sub) {
+				continue
+			}
 			if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 				err = errors.Join(err, rerr)
 			}
