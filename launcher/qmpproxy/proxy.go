@@ -231,7 +231,11 @@ func (s *session) run() {
 	case f := <-s.fromQEMU:
 		var m backendMsg
 		if f.err != nil || decode(f.data, &m) != nil || m.QMP == nil {
-			cfg.Log("qmp proxy: domain %d: bad greeting from QEMU: %v", cfg.Domid, f.err)
+			what := fmt.Sprint(f.err)
+			if f.err == nil {
+				what = fmt.Sprintf("%.120q", f.data) // what QEMU sent instead
+			}
+			cfg.Log("qmp proxy: domain %d: bad greeting from QEMU: %s", cfg.Domid, what)
 			return
 		}
 		if s.write(s.client, append(f.data, '\r', '\n')) != nil {
