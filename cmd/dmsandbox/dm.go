@@ -145,7 +145,7 @@ func dmCmd(args []string) int {
 	if socket == "" {
 		socket = broker.DefaultControlSocket
 	}
-	hook := &brokerHook{socket: socket}
+	hook := &brokerHook{socket: socket, embed: embeddedBroker}
 	defer func() {
 		if err := hook.close(); err != nil {
 			logf("domain %d: broker session: %v", dm.Domid, err)

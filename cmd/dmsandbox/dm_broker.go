@@ -25,9 +25,12 @@ import (
 type brokerHook struct {
 	socket string
 	grant  backend.Grant
+	// embed, if set, makes the in-process broker used when no daemon
+	// socket exists (dm_embedded.go).
+	embed func(domid uint32) (*broker.Embedded, error)
 
 	mu      sync.Mutex
-	ctrl    *broker.ControlClient
+	ctrl    broker.Controller // the daemon's control channel, or an embedded broker
 	session uint64
 	sfd     *os.File // our end of the session socket, held so the session lives
 }
@@ -36,7 +39,14 @@ func (h *brokerHook) open(domid uint32) error {
 	if h.ctrl != nil {
 		return nil
 	}
-	c, err := broker.DialControl(h.socket)
+	// The daemon if its socket answers; else (no socket, or a dead
+	// daemon's leftover) the broker in this process, same code, with
+	// its own audit log and state (broker.Connect; docs/broker.md).
+	var embed func() (*broker.Embedded, error)
+	if h.embed != nil {
+		embed = func() (*broker.Embedded, error) { return h.embed(domid) }
+	}
+	c, err := broker.Connect(h.socket, embed)
 	if err != nil {
 		return fmt.Errorf("no broker daemon: %w", err)
 	}

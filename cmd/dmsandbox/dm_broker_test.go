@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/dmsandbox/dmsandbox/launcher"
 	"github.com/dmsandbox/dmsandbox/pci"
+	"github.com/dmsandbox/dmsandbox/pci/backend/fake"
+	"github.com/dmsandbox/dmsandbox/pci/broker"
 )
 
 // TestBrokerHook: the QMP proxy's passthrough hook against a real broker
@@ -122,5 +125,73 @@ func TestBrokerHookHandTo(t *testing.T) {
 	}
 	if n := len(tb.e.Sessions()); n != 0 {
 		t.Errorf("%d sessions left", n)
+	}
+}
+
+// TestBrokerHookEmbedded: with no daemon socket at all, DM mode's hook
+// runs the broker in its own process (here with the fake backend on the
+// captured tree): the session is handed over as with a daemon, grants
+// attach devices, close undoes and shuts the broker down; the same with
+// a dead daemon's socket left behind.
+func TestBrokerHookEmbedded(t *testing.T) {
+	dir := t.TempDir()
+	var made []*broker.Embedded
+	embed := func(domid uint32) (*broker.Embedded, error) {
+		be, err := fake.New(capturedTree, "")
+		if err != nil {
+			return nil, err
+		}
+		e, err := broker.NewEmbedded(broker.EmbeddedConfig{Backend: be, SysfsRoot: capturedTree,
+			AuditDir: filepath.Join(dir, "audit"), StateDir: filepath.Join(dir, "state"), Buffered: true, AllowFake: true})
+		if err == nil {
+			made = append(made, e)
+		}
+		return e, err
+	}
+	shim := filepath.Join(dir, "libdmsb-shim.so")
+	if err := os.WriteFile(shim, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envShim, shim)
+	h := &brokerHook{socket: filepath.Join(dir, "none", "broker.sock"), embed: embed}
+	spec, cfg := launcher.Spec{Program: "/usr/bin/qemu-system-x86_64"}, launcher.Config{}
+	if err := h.handTo(&spec, &cfg, 7); err != nil {
+		t.Fatal(err)
+	}
+	if len(made) != 1 || len(spec.Files) != 1 {
+		t.Fatalf("embedded brokers %d, files %+v", len(made), spec.Files)
+	}
+	bdf, _ := pci.ParseBDF("0000:00:04.0")
+	if err := h.Grant(7, bdf); err != nil {
+		t.Fatalf("grant: %v", err)
+	}
+	if s := made[0].Sessions(); len(s) != 1 || s[0].Domid != 7 || len(s[0].Devices) != 1 {
+		t.Fatalf("sessions: %+v", s)
+	}
+	if err := h.close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := made[0].Sessions(); len(s) != 0 {
+		t.Fatalf("sessions after close: %+v", s)
+	}
+
+	// A socket path that exists without a daemon behind it: a dead
+	// daemon's leftover, the embedded broker again (broker.Connect).
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.Listen("unixpacket", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	h = &brokerHook{socket: stale, embed: embed}
+	if err := h.Grant(8, bdf); err != nil || len(made) != 2 {
+		t.Fatalf("grant with a dead daemon's socket: %v (%d embedded brokers)", err, len(made))
+	}
+	h.close()
+	// Without an embedded broker to fall back on, no daemon is an error.
+	h = &brokerHook{socket: stale}
+	if err := h.Grant(8, bdf); err == nil || !strings.Contains(err.Error(), "no broker daemon") {
+		t.Fatalf("grant without daemon or embedded broker: %v", err)
 	}
 }

@@ -176,6 +176,13 @@ func (b *Broker) deauthorize(domid uint32, bdf pci.BDF, args *string) error {
 // domainEnded withdraws every authorisation of domid once its session
 // has ended (see the rules above), with one audit record naming them.
 func (b *Broker) domainEnded(domid uint32) {
+	if b.cfg.AuthorizationsFile != "" {
+		// An embedded broker reading the daemon's file: that file is
+		// the daemon's to change (several launchers writing it back
+		// would lose each other's updates), and this broker's copy
+		// dies with the domain anyway.
+		return
+	}
 	b.authMu.Lock()
 	defer b.authMu.Unlock()
 	next := make(map[pci.BDF]Authorization, len(b.auth))
