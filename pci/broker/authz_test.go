@@ -9,6 +9,7 @@ import (
 
 	"github.com/dmsandbox/dmsandbox/pci"
 	"github.com/dmsandbox/dmsandbox/pci/audit"
+	"github.com/dmsandbox/dmsandbox/pci/backend/fake"
 	"golang.org/x/sys/unix"
 )
 
@@ -422,5 +423,43 @@ func TestAuthorizationsEndWithSession(t *testing.T) {
 	r.restart()
 	if got := listed(t, r.broker, 0); len(got) != 0 {
 		t.Fatalf("after dom %d's client hung up: %v", dom+1, got)
+	}
+}
+
+// TestEmbeddedLeavesDaemonAuthorizations: a broker reading another
+// broker's authorisations file (DM mode's embedded broker, the daemon's
+// file) never writes it back when a domain's session ends: several of
+// them would lose each other's updates; the file is the daemon's.
+func TestEmbeddedLeavesDaemonAuthorizations(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, AuthorizationsFile)
+	body := []byte(`{"v":1,"authorizations":[{"bdf":"0000:00:04.0","domid":7,"since":"2026-11-26T00:00:00Z"}]}`)
+	if err := os.WriteFile(file, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	be, err := fake.New(captured, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEmbedded(EmbeddedConfig{Backend: be, SysfsRoot: captured, AuditDir: filepath.Join(dir, "audit"),
+		StateDir: filepath.Join(dir, "state"), Buffered: true, AllowFake: true,
+		RequireAuthorization: true, AuthorizationsFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	id, f, err := e.Open(dom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := e.Attach(id, e1000e, AttachOptions{}); err != nil {
+		t.Fatalf("attach of an authorised device: %v", err)
+	}
+	if err := e.Close(id); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(file); err != nil || string(got) != string(body) {
+		t.Fatalf("the daemon's file changed: %v\n%s", err, got)
 	}
 }
