@@ -102,7 +102,7 @@ func checkCmd(args []string) int {
 func runChecks(h hostFS) []checkRow {
 	return []checkRow{
 		checkSeccomp(h), checkUserNS(h), checkCgroups(h), checkQEMU(h), checkXenQEMU(h), checkKVM(h),
-		checkXen(h), checkXenstore(h), checkTun(h), checkIOMMU(h), checkDriver(h, "vfio-pci", "vfio-pci", "vfio-pci"),
+		checkXen(h), checkXenstore(h), checkTun(h), checkLoop(h), checkIOMMU(h), checkDriver(h, "vfio-pci", "vfio-pci", "vfio-pci"),
 		checkDriver(h, "pciback", "pciback", "xen-pciback"),
 	}
 }
@@ -268,6 +268,18 @@ func checkTun(h hostFS) checkRow {
 		r.Status, r.Found = checkOK, "/dev/net/tun (emulated NICs: the launcher creates the tap)"
 	} else {
 		r.Status, r.Found, r.Fix = checkWarn, "no /dev/net/tun", "modprobe tun (needed for HVM guests with emulated NICs)"
+	}
+	return r
+}
+
+// checkLoop: DM mode gives QEMU a qdisk image (PV disks, and the PV path
+// of HVM disks) as a loop device over its own open of the file.
+func checkLoop(h hostFS) checkRow {
+	r := checkRow{Name: "loop"}
+	if h.isCharDev("/dev/loop-control") {
+		r.Status, r.Found = checkOK, "/dev/loop-control (qdisk images reach QEMU as loop devices)"
+	} else {
+		r.Status, r.Found, r.Fix = checkWarn, "no /dev/loop-control", "modprobe loop (needed for Xen guests with qdisk disks)"
 	}
 	return r
 }

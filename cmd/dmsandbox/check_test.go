@@ -69,6 +69,9 @@ func TestCheckFakeHosts(t *testing.T) {
 	if r := rowByName(rows, "xen dom0"); r.Status != checkNA {
 		t.Errorf("not Xen: %+v", r)
 	}
+	if r := rowByName(rows, "loop"); r.Status != checkWarn || r.Fix != "modprobe loop (needed for Xen guests with qdisk disks)" {
+		t.Errorf("no loop-control: %+v", r)
+	}
 }
 
 // TestCheckThisHost runs every check on the real host: the rows the
@@ -76,7 +79,7 @@ func TestCheckFakeHosts(t *testing.T) {
 // with the rows.
 func TestCheckThisHost(t *testing.T) {
 	rows := runChecks(hostFS{root: "/"})
-	if len(rows) != 12 {
+	if len(rows) != 13 {
 		t.Fatalf("%d rows", len(rows))
 	}
 	failed := false
