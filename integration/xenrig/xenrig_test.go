@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dmsandbox/dmsandbox/integration/xenrig/msiboot"
 )
 
 // TestXenRigDM: in dom0 of a nested Xen 4.17, `xl create` HVM guests
@@ -62,7 +64,13 @@ func TestXenRigDM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"DMSANDBOX": bin, "CONTRIB_PCI": pciScript}
+	// hvm1's disk: a boot sector that enables MSI on the edu and waits
+	// for its interrupt (msiboot), so QEMU's MSI path runs for real.
+	img, err := msiboot.Build(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DMSANDBOX": bin, "CONTRIB_PCI": pciScript, "MSIBOOT_IMG": img}
 	// Discovery runs: the qemu-xen profile logs instead of killing, and
 	// the script reports the syscalls it logged (docs/libxl.md).
 	if os.Getenv("DMSANDBOX_XEN_RIG_SECCOMP_LOG") != "" {
@@ -82,8 +90,10 @@ func TestXenRigDM(t *testing.T) {
 	r := &Rig{Script: dom0Script, Env: env, WorkDir: filepath.Join(dir, "work"), Logf: t.Logf,
 		Devices: []string{"intel-iommu,intremap=on", "pcie-root-port,id=rp1,chassis=1,slot=1", "edu,bus=rp1",
 			"pcie-root-port,id=rp2,chassis=2,slot=2", "e1000e,bus=rp2"}}
-	// An unloaded host needs about half the default attempt timeout; a
-	// developer's machine busy with other rigs and fuzzers may set more.
+	// Four guests with passthrough take 95-135 s on an unloaded 2-core
+	// host (libxl's 10 s device_del timeouts included); a machine busy
+	// with other rigs and fuzzers may set more.
+	r.Timeout = 200 * time.Second
 	if v := os.Getenv("DMSANDBOX_XEN_RIG_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -91,7 +101,8 @@ func TestXenRigDM(t *testing.T) {
 		}
 		r.Timeout = d
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	// Two attempts, and the wait for another rig's lock.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*r.timeout()+3*time.Minute)
 	defer cancel()
 	res, err := r.Run(ctx)
 	if err != nil {
@@ -128,7 +139,7 @@ cp -a "$XEN_ROOT"/usr/. /usr/ && cp -a "$XEN_ROOT"/etc/. /etc/ || fail "copy xen
 mkdir -p /var/lib/xen /var/log/xen /run/xen /run/xenstored /var/lib/xenstored
 [ -d "$XEN_ROOT"/var/lib/xen ] && cp -a "$XEN_ROOT"/var/lib/xen/. /var/lib/xen/
 [ -L /var/run ] || fail "/var/run is not a symlink to /run"
-for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-pciback; do modprobe $m || echo "modprobe $m failed"; done
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-pciback loop; do modprobe $m || echo "modprobe $m failed"; done
 mount -t xenfs xenfs /proc/xen || fail "xenfs"
 ip link set lo up # VNC viewers connect over loopback
 grep -q control_d /proc/xen/capabilities || fail "not dom0"
@@ -221,35 +232,35 @@ CFG
 	[ ! -e /run/dmsandbox/xen-dm-$domid ] || fail "$1: run directory left"
 	kill -0 $qpid 2>/dev/null && fail "$1: QEMU $qpid still running"
 	kill -0 $dmpid 2>/dev/null && fail "$1: dmsandbox $dmpid still running"
+	for p in /sys/fs/cgroup/*/dmsandbox/xen-dm-$domid; do [ -e "$p" ] && fail "$1: cgroup $p left"; done
 	ok "$1 destroyed, nothing left"
 	cp /var/log/xen/qemu-dm-$1.log $RIG_OUT/ 2>/dev/null
 	[ -n "${PCI:-}" ] && pci_destroyed $1 $domid
 	true
 }
-VNC=1 guest hvm1 ""
-guest hvm2 "dm_restrict = 1"
-
 # PCI passthrough under dm_restrict: QEMU may not make the domctls and
-# physdev ops itself (Xen refuses a restricted privcmd); the broker
-# daemon's xen backend makes them for it, each checked against the
-# device's sysfs truth and audited. QEMU reaches it through the shim DM
-# mode preloads, over the session DM mode opened before QEMU started.
+# physdev ops itself (Xen refuses a restricted privcmd); the broker's xen
+# backend makes them for it, each checked against the device's sysfs
+# truth and audited. QEMU reaches it through the shim DM mode preloads,
+# over the session DM mode opened before QEMU started. hvm1 (plain) and
+# hvm2: no daemon yet, so DM mode runs the broker in its own process
+# (embedded: audit under /var/log/dmsandbox/embedded/xen-dm-N); hvm3,
+# hvm4: the daemon. hvm1 boots msiboot, which enables MSI on the edu.
 BDF=0000:01:00.0  # edu
 BDF2=0000:02:00.0 # e1000e
-AUDIT=/var/log/dmsandbox/audit
+DAEMON_AUDIT=/var/log/dmsandbox/audit
+AUDIT=$DAEMON_AUDIT
 audit() { $DMSANDBOX audit tail -n 1000 $AUDIT 2>/dev/null; }
 for d in $BDF $BDF2; do
 	$XB/xl pci-assignable-add $d || fail "xl pci-assignable-add $d"
 	[ "$(basename "$(readlink /sys/bus/pci/devices/$d/driver)")" = pciback ] || fail "$d not on pciback"
 done
 ok "$BDF $BDF2 assignable (pciback)"
-$DMSANDBOX broker run --backend xen > $RIG_OUT/broker.log 2>&1 &
-BROKER_PID=$!
-for i in $(seq 1 100); do [ -S /run/dmsandbox/broker.sock ] && break; sleep 0.1; done
-[ -S /run/dmsandbox/broker.sock ] || { cat $RIG_OUT/broker.log; fail "broker daemon"; }
-ok "broker daemon (xen backend) listening"
 pci_running() { # name domid
-	$XB/xl pci-list $1 | grep -q "${BDF#0000:}" || fail "$1: xl pci-list: $($XB/xl pci-list $1 2>&1)"
+	[ "$PCI" = embedded ] && AUDIT=/var/log/dmsandbox/embedded/xen-dm-$2 || AUDIT=$DAEMON_AUDIT
+	for d in $PCIDEVS; do
+		$XB/xl pci-list $1 | grep -q "${d#0000:}" || fail "$1: $d not in xl pci-list: $($XB/xl pci-list $1 2>&1)"
+	done
 	grep -q "broker session handed to QEMU" /var/log/xen/qemu-dm-$1.log || fail "$1: no broker session handed to QEMU"
 	# hvmloader sizes and places the device's 1 MiB BAR; enabling decode
 	# makes QEMU map it into the guest: memory_mapping through the broker.
@@ -259,18 +270,35 @@ pci_running() { # name domid
 		audit | grep " dom$2 " | grep -q " $op  *allow" || fail "$1: no allowed $op in the broker's audit log"
 	done
 	ok "$1: QEMU's passthrough calls made by the broker (open_file, map_pirq, bind_pt_pci_irq, memory_mapping audited)"
+	case " $PCIDEVS " in *" $BDF2 "*)
 	# The e1000e's MSI-X table, mapped at realize through the shim's
 	# /dev/mem stand-in; its I/O BAR once hvmloader enables I/O decode.
 	audit | grep " dom$2 " | grep -q " open_file  *allow .*file=msix_bar.*$BDF2 resource3 (table)" || fail "$1: the e1000e's MSI-X table was not opened through the broker"
 	ok "$1: the e1000e's MSI-X table mapped through the broker (open_file msix_bar)"
 	for i in $(seq 1 20); do audit | grep " dom$2 " | grep -q " ioport_mapping  *allow" && break; sleep 1; done
 	audit | grep " dom$2 " | grep -q " ioport_mapping  *allow" && ok "$1: the e1000e's I/O BAR mapped through the broker (ioport_mapping)" || echo "XENRIG-NOTE: no ioport_mapping (hvmloader left I/O decode off)"
+	esac
+	if [ -n "${MSIBOOT:-}" ]; then
+		# msiboot (the guest's disk) programs the edu's MSI address and
+		# data and sets MSI enable: QEMU's xen_pt maps an MSI pirq and
+		# binds it to the guest vector, through the broker.
+		for i in $(seq 1 60); do $XB/xl dmesg | grep -q "(d$2) MSIBOOT: done" && break; sleep 1; done
+		$XB/xl dmesg | grep "(d$2) MSIBOOT:"
+		$XB/xl dmesg | grep -q "(d$2) MSIBOOT: msi enabled" || fail "$1: msiboot did not enable MSI"
+		for op in map_pirq_msi update_msi_irq; do
+			audit | grep " dom$2 " | grep -q " $op  *allow" || fail "$1: no allowed $op after the guest enabled MSI"
+		done
+		ok "$1: the guest enabled MSI on the edu: map_pirq_msi and update_msi_irq made by the broker"
+		$XB/xl dmesg | grep -q "(d$2) MSIBOOT: got interrupt" || fail "$1: the edu's MSI did not reach the guest"
+		ok "$1: the edu's MSI delivered to the guest vector"
+	fi
 	# Refusals are the broker's to make, but none is expected here.
 	audit | grep " dom$2 " | grep -E " (deny|failed) " | cut -c1-250
 	! grep -i -E "xen_pt.*(error|fail)|Permission denied" /var/log/xen/qemu-dm-$1.log || fail "$1: xen_pt errors in the QEMU log"
 	$XB/xl dmesg | grep "(d$2)" | grep -i "pci dev" | head -8
 }
 pci_destroyed() { # name domid
+	[ "$PCI" = embedded ] && AUDIT=/var/log/dmsandbox/embedded/xen-dm-$2 || AUDIT=$DAEMON_AUDIT
 	$DMSANDBOX audit verify $AUDIT || fail "audit chain"
 	echo "--- audit after destroy (domain $2):"
 	audit | grep " dom$2 " | sed -n '/memory_mapping  *allow.*add=1/,$p' | cut -c1-220
@@ -278,16 +306,34 @@ pci_destroyed() { # name domid
 	# (RIGS.md): QEMU is stopped with the device still in place and the
 	# broker undoes what the session holds. Either way, each piece must
 	# be undone by the broker, and none may fail.
-	for what in "unbind_pt_irq|undo  *allow  *intx" "unmap_pirq|undo  *allow  *pirq" "memory_mapping  *allow.*add=0|undo  *allow  *mem"; do
+	for what in "unbind_pt_irq|undo  *allow  *intx" "unmap_pirq|undo  *allow  *pirq" "memory_mapping  *allow.*add=0|undo  *allow  *mem" "${MSIBOOT:+unbind_msi_irq|undo  *allow  *msi}"; do
+		[ -n "$what" ] || continue
 		audit | grep " dom$2 " | grep -q -E " ($what)" || fail "$1: not undone through the broker: $what"
 	done
 	audit | grep " dom$2 " | grep " failed " && fail "$1: a broker step failed"
-	left=$($DMSANDBOX broker ls | awk -v d=$2 'NR > 1 && $2 == d')
-	[ -z "$left" ] || fail "$1: broker still holds a session for domain $2: $left"
+	if [ "$PCI" = embedded ]; then
+		audit | grep " dom$2 " | grep -q " session_close " || fail "$1: the embedded broker did not close the session"
+	else
+		left=$($DMSANDBOX broker ls | awk -v d=$2 'NR > 1 && $2 == d')
+		[ -z "$left" ] || fail "$1: broker still holds a session for domain $2: $left"
+	fi
 	audit | grep " dom$2 " | grep -q " undo_reset  *allow" || fail "$1: the broker did not reset the device"
 	ok "$1: INTx binding, pirq and BAR mapping undone, device reset by the broker, session closed, audit chain verified"
+	AUDIT=$DAEMON_AUDIT
 }
-PCI=1 guest hvm3 'dm_restrict = 1
+install -m 600 "$MSIBOOT_IMG" /var/lib/xen/msiboot.img || fail "msiboot image"
+VNC=1 PCIDEVS=$BDF PCI=embedded MSIBOOT=1 guest hvm1 'pci = [ "'$BDF'" ]
+disk = [ "format=raw,vdev=hda,access=rw,backendtype=qdisk,target=/var/lib/xen/msiboot.img" ]'
+PCIDEVS=$BDF2 PCI=embedded guest hvm2 'dm_restrict = 1
+pci = [ "'$BDF2'" ]'
+[ -S /run/dmsandbox/broker.sock ] && fail "a broker socket appeared (embedded must not listen)"
+
+$DMSANDBOX broker run --backend xen > $RIG_OUT/broker.log 2>&1 &
+BROKER_PID=$!
+for i in $(seq 1 100); do [ -S /run/dmsandbox/broker.sock ] && break; sleep 0.1; done
+[ -S /run/dmsandbox/broker.sock ] || { cat $RIG_OUT/broker.log; fail "broker daemon"; }
+ok "broker daemon (xen backend) listening"
+PCIDEVS="$BDF $BDF2" PCI=daemon guest hvm3 'dm_restrict = 1
 pci = [ "'$BDF'", "'$BDF2'" ]'
 
 # Hot-add with pre-authorisation mandatory: the broker restarted with
