@@ -52,6 +52,10 @@ const (
 	DefaultIdleTimeout  = 60 * time.Second
 )
 
+// maxStaleBeforeGreeting bounds the messages of a previous monitor client
+// the proxy drops before QEMU's greeting.
+const maxStaleBeforeGreeting = 16
+
 // Proxy serves libxl's QMP sockets. It is safe for concurrent clients.
 type Proxy struct {
 	cfg     Config
@@ -224,12 +228,28 @@ func (s *session) run() {
 	}
 	go s.reader(clientIn, cfg.MaxCommand, s.fromClient, done)
 
-	// The greeting, passed on as QEMU sent it once it is checked.
+	// The greeting, passed on as QEMU sent it once it is checked. A
+	// JSON object that is not the greeting can come first: QEMU finishes
+	// a command the monitor's previous client left in flight after that
+	// client is gone, and its reply (or an event) then goes out on the
+	// chardev, now this connection. The Xen rig saw a first message
+	// that was not the greeting once (hvm4, dm_restrict). Such messages
+	// are dropped, a bounded number, and logged; anything else fails.
 	t := time.NewTimer(cfg.ReplyTimeout)
 	defer t.Stop()
-	select {
-	case f := <-s.fromQEMU:
+	for stale := 0; ; stale++ {
+		var f frame
+		select {
+		case f = <-s.fromQEMU:
+		case <-t.C:
+			cfg.Log("qmp proxy: domain %d: QEMU sent no greeting within %v", cfg.Domid, cfg.ReplyTimeout)
+			return
+		}
 		var m backendMsg
+		if f.err == nil && decode(f.data, &m) == nil && m.QMP == nil && stale < maxStaleBeforeGreeting {
+			cfg.Log("qmp proxy: domain %d: dropped %.120q queued before QEMU's greeting", cfg.Domid, f.data)
+			continue
+		}
 		if f.err != nil || decode(f.data, &m) != nil || m.QMP == nil {
 			what := fmt.Sprint(f.err)
 			if f.err == nil {
@@ -241,9 +261,7 @@ func (s *session) run() {
 		if s.write(s.client, append(f.data, '\r', '\n')) != nil {
 			return
 		}
-	case <-t.C:
-		cfg.Log("qmp proxy: domain %d: QEMU sent no greeting within %v", cfg.Domid, cfg.ReplyTimeout)
-		return
+		break
 	}
 
 	var pend *pending

@@ -309,3 +309,51 @@ func TestStateFileRefused(t *testing.T) {
 		t.Errorf("QEMU received %v", got)
 	}
 }
+
+// TestStaleBeforeGreeting: a reply or event QEMU still owed the monitor's
+// previous client comes before the greeting on the next connection; the
+// proxy drops it (logged) and the client sees the greeting first. A QEMU
+// that never stops sending such messages, or sends non-JSON before the
+// greeting, gets the connection closed.
+func TestStaleBeforeGreeting(t *testing.T) {
+	stale := newFakeQEMU(t, func(q *fakeQEMU, c net.Conn, r *bufio.Reader) {
+		c.Write([]byte(`{"return": {"status": "paused", "running": false}, "id": 7}` + "\r\n"))
+		c.Write([]byte(`{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "STOP"}` + "\r\n"))
+		c.Write([]byte(greeting + "\r\n"))
+		r.ReadString('\n')
+		c.Write([]byte(`{"return": {"status": "running"}, "id": 1}` + "\r\n"))
+		r.ReadByte()
+	})
+	path, _, lb := startProxy(t, Config{Domid: 1, Dial: stale.dial})
+	c := dialClient(t, path)
+	if g := c.mustRecv(); g["QMP"] == nil {
+		t.Fatalf("first message %v, want the greeting", g)
+	}
+	c.send(`{"execute":"query-status","id":1}`)
+	if r := c.mustRecv(); errDesc(r) != "" || r["id"] != float64(1) {
+		t.Errorf("reply %v", r)
+	}
+	if !lb.has("queued before QEMU's greeting") {
+		t.Error("dropped messages not logged")
+	}
+
+	for name, send := range map[string]func(c net.Conn){
+		"endless": func(c net.Conn) {
+			for i := 0; i < 2*maxStaleBeforeGreeting; i++ {
+				c.Write([]byte(`{"event": "STOP"}` + "\r\n"))
+			}
+			c.Write([]byte(greeting + "\r\n"))
+		},
+		"non-json": func(c net.Conn) { c.Write([]byte("nonsense\r\n" + greeting + "\r\n")) },
+	} {
+		q := newFakeQEMU(t, func(q *fakeQEMU, c net.Conn, r *bufio.Reader) { send(c); r.ReadByte() })
+		path, _, lb := startProxy(t, Config{Domid: 1, Dial: q.dial, ReplyTimeout: time.Second})
+		c := dialClient(t, path)
+		if m, ok := c.recv(); ok {
+			t.Errorf("%s: got %v", name, m)
+		}
+		if !lb.has("bad greeting") && !lb.has("no greeting") {
+			t.Errorf("%s: not logged", name)
+		}
+	}
+}
