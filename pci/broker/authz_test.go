@@ -390,14 +390,14 @@ func TestAuthorizationsEndWithSession(t *testing.T) {
 		}
 	}
 	// Shutdown: kept (the domains still run).
-	s, c := r.session(dom, e1000e)
+	_, c := r.session(dom, e1000e)
 	r.restart()
 	c.Close()
 	if got := listed(t, r.broker, 0); len(got) != 2 {
 		t.Fatalf("after a broker restart: %v", got)
 	}
 	// Closed over the control channel: dom's go, dom+1's stay.
-	s, c = r.session(dom, e1000e)
+	s, c := r.session(dom, e1000e)
 	if err := r.broker.CloseSession(s.ID); err != nil {
 		t.Fatal(err)
 	}
