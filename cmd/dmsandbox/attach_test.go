@@ -56,6 +56,13 @@ func cli(t *testing.T, args ...string) (int, string, string) {
 	js, _ := json.Marshal(args)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAuthzCLI$")
 	cmd.Env = append(os.Environ(), "DMSANDBOX_CLI_ARGS="+string(js))
+	return runExit(t, cmd)
+}
+
+// runExit runs cmd and returns its exit status, stdout and stderr; a
+// command that cannot run at all fails the test.
+func runExit(t testing.TB, cmd *exec.Cmd) (int, string, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

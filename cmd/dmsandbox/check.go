@@ -263,23 +263,23 @@ func checkXenstore(h hostFS) checkRow {
 }
 
 func checkTun(h hostFS) checkRow {
-	r := checkRow{Name: "tun"}
-	if h.isCharDev("/dev/net/tun") {
-		r.Status, r.Found = checkOK, "/dev/net/tun (emulated NICs: the launcher creates the tap)"
-	} else {
-		r.Status, r.Found, r.Fix = checkWarn, "no /dev/net/tun", "modprobe tun (needed for HVM guests with emulated NICs)"
-	}
-	return r
+	return charDevRow(h, "tun", "/dev/net/tun", "emulated NICs: the launcher creates the tap", "modprobe tun (needed for HVM guests with emulated NICs)")
 }
 
 // checkLoop: DM mode gives QEMU a qdisk image (PV disks, and the PV path
 // of HVM disks) as a loop device over its own open of the file.
 func checkLoop(h hostFS) checkRow {
-	r := checkRow{Name: "loop"}
-	if h.isCharDev("/dev/loop-control") {
-		r.Status, r.Found = checkOK, "/dev/loop-control (qdisk images reach QEMU as loop devices)"
+	return charDevRow(h, "loop", "/dev/loop-control", "qdisk images reach QEMU as loop devices", "modprobe loop (needed for Xen guests with qdisk disks)")
+}
+
+// charDevRow is ok when the device node dev exists (use says what for),
+// warn with fix when it does not.
+func charDevRow(h hostFS, name, dev, use, fix string) checkRow {
+	r := checkRow{Name: name}
+	if h.isCharDev(dev) {
+		r.Status, r.Found = checkOK, dev+" ("+use+")"
 	} else {
-		r.Status, r.Found, r.Fix = checkWarn, "no /dev/loop-control", "modprobe loop (needed for Xen guests with qdisk disks)"
+		r.Status, r.Found, r.Fix = checkWarn, "no "+dev, fix
 	}
 	return r
 }

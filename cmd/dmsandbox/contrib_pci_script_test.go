@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"os"
 	"os/exec"
@@ -113,16 +112,7 @@ func (e *pciScriptEnv) script(extraEnv []string, args ...string) (int, string, s
 	e.t.Helper()
 	cmd := exec.Command(e.shell[0], append(append(e.shell[1:len(e.shell):len(e.shell)], pciScript), args...)...)
 	cmd.Env = append(append([]string{}, e.env...), extraEnv...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	rc := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		rc = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatal(err)
-	}
-	return rc, stdout.String(), stderr.String()
+	return runExit(e.t, cmd)
 }
 
 // expect runs the script and fails the test unless it exits want; quiet

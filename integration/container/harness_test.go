@@ -146,7 +146,14 @@ type running struct {
 func (e *env) start(t *testing.T, cfgPath, name string, argv ...string) *running {
 	t.Helper()
 	args := append([]string{"run", "--config", cfgPath, "--name", name, "--"}, argv...)
-	cmd := exec.Command(e.bin, args...)
+	return startRunning(t, exec.Command(e.bin, args...), name)
+}
+
+// startRunning starts cmd (a launcher of the sandbox name) in the
+// background; the test's cleanup stops it (SIGTERM, then SIGKILL after
+// 15 s) if it is still running.
+func startRunning(t *testing.T, cmd *exec.Cmd, name string) *running {
+	t.Helper()
 	r := &running{cmd: cmd, name: name, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = r.stderr, r.stderr
 	if err := cmd.Start(); err != nil {

@@ -35,33 +35,7 @@ func imagerun(t *testing.T, e *env) string {
 
 func startImagerun(t *testing.T, e *env, cfgPath, name string, args ...string) *running {
 	t.Helper()
-	cmd := exec.Command(imagerun(t, e), append([]string{"-config", cfgPath, "-name", name}, args...)...)
-	r := &running{cmd: cmd, name: name, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = r.stderr, r.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		err := cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); ok {
-			r.code = ee.ExitCode()
-		}
-		close(r.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-r.done:
-		default:
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-r.done:
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				<-r.done
-			}
-		}
-	})
-	return r
+	return startRunning(t, exec.Command(imagerun(t, e), append([]string{"-config", cfgPath, "-name", name}, args...)...), name)
 }
 
 func hmp(t *testing.T, mon *qmp.SocketMonitor, line string) {

@@ -1,7 +1,6 @@
 package xenrig
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,18 +23,7 @@ import (
 // the PV path as the loop device (backend InitWait), SeaBIOS booting
 // from the disk. Opt-in like TestXenRigDM.
 func TestXenRigPV(t *testing.T) {
-	if os.Getenv("DMSANDBOX_XEN_RIG") == "" {
-		t.Skip("nested Xen rig is opt-in: DMSANDBOX_XEN_RIG=1 (make test-xen)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (apt-get download, 9p share of /)")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
-	}
-	if _, err := os.Stat("/usr/libexec/xen-qemu-system-i386"); err != nil {
-		t.Skip("qemu-system-xen not installed (the device model dom0 runs)")
-	}
+	rigPreflight(t)
 	for _, tool := range []string{"cpio", "busybox"} { // the PV guest's initramfs, built in dom0
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (the PV guest's initramfs)", tool)
@@ -49,53 +37,16 @@ func TestXenRigPV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("/var/tmp", "dmsandbox-xenrig-pv-") // visible in dom0 through the 9p root
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	bin := os.Getenv("DMSANDBOX_BIN") // as in TestXenRigDM
-	if bin == "" {
-		bin = filepath.Join(dir, "dmsandbox")
-		cmd := exec.Command("go", "build", "-tags", "seccomp", "-o", bin, "./cmd/dmsandbox")
-		cmd.Dir = "../.."
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build: %v\n%s", err, out)
-		}
-	} else if bin, err = filepath.Abs(bin); err != nil {
-		t.Fatal(err)
-	}
+	dir := rigWorkDir(t, "dmsandbox-xenrig-pv-")
+	bin := rigBinary(t, dir)
 	env := map[string]string{"DMSANDBOX": bin, "PV_KERNEL": k.Vmlinuz(), "PV_KMOD": k.ModulesDir()}
 	if os.Getenv("DMSANDBOX_XEN_RIG_SECCOMP_LOG") != "" {
 		env["SECCOMP_LOG"] = "1"
 	}
 	// 42-50 s in a good run here; 120 s per attempt keeps two attempts and
 	// TestXenRigDM within make test-xen's budget.
-	r := &Rig{Script: dom0PVScript, Env: env, WorkDir: filepath.Join(dir, "work"), Logf: t.Logf, Timeout: 120 * time.Second}
-	if v := os.Getenv("DMSANDBOX_XEN_RIG_TIMEOUT"); v != "" { // as TestXenRigDM
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("DMSANDBOX_XEN_RIG_TIMEOUT: %v", err)
-		}
-		r.Timeout = d
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute) // includes waiting for the rig lock
-	defer cancel()
-	res, err := r.Run(ctx)
-	if err != nil {
-		if res != nil {
-			t.Logf("console tail:\n%s", tailLines(res.Console, 40))
-			t.Logf("script log:\n%s", res.Log)
-		}
-		t.Fatal(err)
-	}
-	if res.ExitCode != 0 {
-		t.Fatalf("dom0 script exit %d:\n%s\nconsole tail:\n%s", res.ExitCode, res.Log, tailLines(res.Console, 30))
-	}
-	t.Logf("boot %.1fs, total %.1fs, attempts %d", res.Boot.Seconds(), res.Duration.Seconds(), res.Attempts)
-	t.Log(res.Log)
+	r := &Rig{Script: dom0PVScript, Env: env, WorkDir: filepath.Join(dir, "work"), Logf: t.Logf}
+	runRig(t, r, 120*time.Second)
 }
 
 // dom0PVScript runs in dom0. Each check prints XENRIG-OK or XENRIG-FAIL

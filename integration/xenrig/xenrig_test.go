@@ -1,11 +1,8 @@
 package xenrig
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,53 +10,19 @@ import (
 )
 
 // TestXenRigDM: in dom0 of a nested Xen 4.17, `xl create` HVM guests
-// whose device_model_override is dmsandbox (hvm1 with VNC, hvm2 with
-// dm_restrict=1, hvm3 with dm_restrict=1 and an emulated PCI device
-// passed through by the broker daemon's xen backend, hvm4 hot-adding it
-// with pre-authorisation mandatory, through contrib/xen/dmsandbox-pci):
+// whose device_model_override is dmsandbox, with PCI passthrough through
+// the broker (docs/libxl.md, "Xen rig", has the table): hvm1 plain with
+// VNC and an edu the guest enables MSI on (embedded broker), hvm2
+// dm_restrict=1 with an e1000e (embedded), hvm3 dm_restrict=1 with both
+// (the daemon), hvm4 hot-adding with pre-authorisation mandatory through
+// contrib/xen/dmsandbox-pci:
 // the guest runs hvmloader/SeaBIOS, QEMU is confined (checked from dom0),
 // and `xl destroy` leaves no process and no run directory. Opt-in: it
 // needs up to two TCG boots of Xen (RIGS.md: 15-90 s each).
 func TestXenRigDM(t *testing.T) {
-	if os.Getenv("DMSANDBOX_XEN_RIG") == "" {
-		t.Skip("nested Xen rig is opt-in: DMSANDBOX_XEN_RIG=1 (make test-xen)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (apt-get download, 9p share of /)")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
-	}
-	if _, err := os.Stat("/usr/libexec/xen-qemu-system-i386"); err != nil {
-		t.Skip("qemu-system-xen not installed (the device model dom0 runs)")
-	}
-	dir, err := os.MkdirTemp("/var/tmp", "dmsandbox-xenrig-") // visible in dom0 through the 9p root
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	// The binary under test: $DMSANDBOX_BIN (make test-xen passes the one
-	// `make build` made), else built from this tree. It must be outside
-	// /tmp and /run, which dom0 does not share with the host.
-	bin := os.Getenv("DMSANDBOX_BIN")
-	if bin == "" {
-		// With the xen backend (the broker daemon in dom0) and the shim
-		// beside it, where DM mode looks for it.
-		bin = filepath.Join(dir, "dmsandbox")
-		for _, c := range []*exec.Cmd{
-			exec.Command("go", "build", "-tags", "seccomp xen", "-o", bin, "./cmd/dmsandbox"),
-			exec.Command("make", "SHIM="+filepath.Join(dir, "libdmsb-shim.so"), filepath.Join(dir, "libdmsb-shim.so")),
-		} {
-			c.Dir = "../.."
-			c.Env = append(os.Environ(), "CGO_ENABLED=1")
-			if out, err := c.CombinedOutput(); err != nil {
-				t.Fatalf("build: %v\n%s", err, out)
-			}
-		}
-	} else if bin, err = filepath.Abs(bin); err != nil {
-		t.Fatal(err)
-	}
+	rigPreflight(t)
+	dir := rigWorkDir(t, "dmsandbox-xenrig-")
+	bin := rigBinary(t, dir)
 	pciScript, err := filepath.Abs("../../contrib/xen/dmsandbox-pci")
 	if err != nil {
 		t.Fatal(err)
@@ -91,40 +54,8 @@ func TestXenRigDM(t *testing.T) {
 		Devices: []string{"intel-iommu,intremap=on", "pcie-root-port,id=rp1,chassis=1,slot=1", "edu,bus=rp1",
 			"pcie-root-port,id=rp2,chassis=2,slot=2", "e1000e,bus=rp2"}}
 	// Four guests with passthrough take 95-135 s on an unloaded 2-core
-	// host (libxl's 10 s device_del timeouts included); a machine busy
-	// with other rigs and fuzzers may set more.
-	r.Timeout = 200 * time.Second
-	if v := os.Getenv("DMSANDBOX_XEN_RIG_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("DMSANDBOX_XEN_RIG_TIMEOUT: %v", err)
-		}
-		r.Timeout = d
-	}
-	// Two attempts, and the wait for another rig's lock.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*r.timeout()+3*time.Minute)
-	defer cancel()
-	res, err := r.Run(ctx)
-	if err != nil {
-		if res != nil {
-			t.Logf("console tail:\n%s", tailLines(res.Console, 40))
-			t.Logf("script log:\n%s", res.Log)
-		}
-		t.Fatal(err)
-	}
-	if res.ExitCode != 0 {
-		t.Fatalf("dom0 script exit %d:\n%s\nconsole tail:\n%s", res.ExitCode, res.Log, tailLines(res.Console, 30))
-	}
-	t.Logf("boot %.1fs, total %.1fs, attempts %d", res.Boot.Seconds(), res.Duration.Seconds(), res.Attempts)
-	t.Log(res.Log)
-}
-
-func tailLines(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
+	// host (libxl's 10 s device_del timeouts included).
+	runRig(t, r, 200*time.Second)
 }
 
 // dom0Script runs in dom0. Each check prints XENRIG-OK or XENRIG-FAIL and

@@ -258,31 +258,22 @@ static int do_open(void **cache, const char *name, const char *path, int flags, 
 	return real(path, flags, mode);
 }
 
-SHIM_API int open64(const char *path, int flags, ...)
-{
-	va_list ap;
-	mode_t m;
-
-	va_start(ap, flags);
-	m = mode_arg(flags, ap);
-	va_end(ap);
-	static void *cache;
-
-	return do_open(&cache, "open64", path, flags, m);
-}
-
-SHIM_API int open(const char *path, int flags, ...)
-{
-	va_list ap;
-	mode_t m;
-
-	va_start(ap, flags);
-	m = mode_arg(flags, ap);
-	va_end(ap);
-	static void *cache;
-
-	return do_open(&cache, "open", path, flags, m);
-}
+/* Each interposed name and its 64-bit twin share one body; the cache of
+ * the next definition is per name. */
+#define OPEN_WRAPPER(name)                                             \
+	SHIM_API int name(const char *path, int flags, ...)            \
+	{                                                              \
+		static void *cache;                                    \
+		va_list ap;                                            \
+		mode_t m;                                              \
+                                                                       \
+		va_start(ap, flags);                                   \
+		m = mode_arg(flags, ap);                               \
+		va_end(ap);                                            \
+		return do_open(&cache, #name, path, flags, m);         \
+	}
+OPEN_WRAPPER(open64)
+OPEN_WRAPPER(open)
 
 /* openat with an absolute path ignores dirfd, as the kernel does. */
 static int do_openat(void **cache, const char *name, int dirfd, const char *path, int flags, mode_t mode)
@@ -299,37 +290,25 @@ static int do_openat(void **cache, const char *name, int dirfd, const char *path
 	return real(dirfd, path, flags, mode);
 }
 
-SHIM_API int openat64(int dirfd, const char *path, int flags, ...)
-{
-	va_list ap;
-	mode_t m;
-
-	va_start(ap, flags);
-	m = mode_arg(flags, ap);
-	va_end(ap);
-	static void *cache;
-
-	return do_openat(&cache, "openat64", dirfd, path, flags, m);
-}
-
-SHIM_API int openat(int dirfd, const char *path, int flags, ...)
-{
-	va_list ap;
-	mode_t m;
-
-	va_start(ap, flags);
-	m = mode_arg(flags, ap);
-	va_end(ap);
-	static void *cache;
-
-	return do_openat(&cache, "openat", dirfd, path, flags, m);
-}
+#define OPENAT_WRAPPER(name)                                           \
+	SHIM_API int name(int dirfd, const char *path, int flags, ...) \
+	{                                                              \
+		static void *cache;                                    \
+		va_list ap;                                            \
+		mode_t m;                                              \
+                                                                       \
+		va_start(ap, flags);                                   \
+		m = mode_arg(flags, ap);                               \
+		va_end(ap);                                            \
+		return do_openat(&cache, #name, dirfd, path, flags, m); \
+	}
+OPENAT_WRAPPER(openat64)
+OPENAT_WRAPPER(openat)
 
 /* The _FORTIFY_SOURCE entry points (Debian builds QEMU with them). */
-SHIM_API int __open64_2(const char *path, int flags)
+static int do_open2(void **cache, const char *name, const char *path, int flags)
 {
-	static void *cache;
-	open2_fn real = (open2_fn)next_sym(&cache, "__open64_2");
+	open2_fn real = (open2_fn)next_sym(cache, name);
 	int fd;
 
 	if (intercept(path, flags, &fd))
@@ -341,20 +320,14 @@ SHIM_API int __open64_2(const char *path, int flags)
 	return real(path, flags);
 }
 
-SHIM_API int __open_2(const char *path, int flags)
-{
-	static void *cache;
-	open2_fn real = (open2_fn)next_sym(&cache, "__open_2");
-	int fd;
-
-	if (intercept(path, flags, &fd))
-		return fd;
-	if (real == NULL) {
-		errno = ENOSYS;
-		return -1;
+#define OPEN2_WRAPPER(name)                                            \
+	SHIM_API int name(const char *path, int flags)                 \
+	{                                                              \
+		static void *cache;                                    \
+		return do_open2(&cache, #name, path, flags);           \
 	}
-	return real(path, flags);
-}
+OPEN2_WRAPPER(__open64_2)
+OPEN2_WRAPPER(__open_2)
 
 /*
  * config_write sends len bytes at off as naturally aligned 1, 2 and 4
@@ -409,19 +382,14 @@ static ssize_t do_pwrite(void **cache, const char *name, int fd, const void *buf
 	return real(fd, buf, len, off);
 }
 
-SHIM_API ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off)
-{
-	static void *cache;
-
-	return do_pwrite(&cache, "pwrite64", fd, buf, len, off);
-}
-
-SHIM_API ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
-{
-	static void *cache;
-
-	return do_pwrite(&cache, "pwrite", fd, buf, len, off);
-}
+#define PWRITE_WRAPPER(name)                                                   \
+	SHIM_API ssize_t name(int fd, const void *buf, size_t len, off_t off)  \
+	{                                                                      \
+		static void *cache;                                            \
+		return do_pwrite(&cache, #name, fd, buf, len, off);            \
+	}
+PWRITE_WRAPPER(pwrite64)
+PWRITE_WRAPPER(pwrite)
 
 /*
  * devmem_map maps the BAR holding the MSI-X table at physical address
@@ -472,16 +440,11 @@ static void *do_mmap(void **cache, const char *name, void *addr, size_t len, int
 	return real(addr, len, prot, flags, fd, off);
 }
 
-SHIM_API void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-	static void *cache;
-
-	return do_mmap(&cache, "mmap64", addr, len, prot, flags, fd, off);
-}
-
-SHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-	static void *cache;
-
-	return do_mmap(&cache, "mmap", addr, len, prot, flags, fd, off);
-}
+#define MMAP_WRAPPER(name)                                                                  \
+	SHIM_API void *name(void *addr, size_t len, int prot, int flags, int fd, off_t off) \
+	{                                                                                   \
+		static void *cache;                                                         \
+		return do_mmap(&cache, #name, addr, len, prot, flags, fd, off);             \
+	}
+MMAP_WRAPPER(mmap64)
+MMAP_WRAPPER(mmap)
