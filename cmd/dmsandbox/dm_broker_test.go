@@ -81,10 +81,21 @@ func TestBrokerHookHandTo(t *testing.T) {
 		Files: []launcher.HandedFile{{Name: "libxl-cmd", File: devnull}}}
 
 	h := &brokerHook{socket: tb.sock}
-	spec, cfg := base, launcher.Config{ExtraPaths: []string{"/etc/x"}}
+	cache := t.TempDir()
+	spec, cfg := base, launcher.Config{CacheDir: cache, ExtraPaths: []string{"/etc/x"}}
 	if err := h.handTo(&spec, &cfg, 7); err != nil {
 		t.Fatal(err)
 	}
+	// The shim as installed in the cache (a path the sandbox never
+	// mounts over), named by its content.
+	installed, _ := filepath.Glob(filepath.Join(cache, "shim", "libdmsb-shim-*.so"))
+	if len(installed) != 1 {
+		t.Fatalf("installed shims %v", installed)
+	}
+	if data, err := os.ReadFile(installed[0]); err != nil || string(data) != "not loaded here" {
+		t.Fatalf("installed shim: %q %v", data, err)
+	}
+	shim = installed[0]
 	if len(spec.Files) != 2 || spec.Files[1].Name != "broker" || spec.Files[1].File != h.sfd {
 		t.Errorf("files: %+v", spec.Files)
 	}
@@ -112,7 +123,7 @@ func TestBrokerHookHandTo(t *testing.T) {
 		"no daemon":  {filepath.Join(tb.dir, "none.sock"), nil},
 		"LD_PRELOAD": {tb.sock, []string{"LD_PRELOAD=/x.so"}},
 	} {
-		spec, cfg := base, launcher.Config{}
+		spec, cfg := base, launcher.Config{CacheDir: t.TempDir()}
 		spec.Env = append(append([]string(nil), base.Env...), c.env...)
 		h := &brokerHook{socket: c.socket}
 		if err := h.handTo(&spec, &cfg, 8); err == nil {
@@ -154,7 +165,7 @@ func TestBrokerHookEmbedded(t *testing.T) {
 	}
 	t.Setenv(envShim, shim)
 	h := &brokerHook{socket: filepath.Join(dir, "none", "broker.sock"), embed: embed}
-	spec, cfg := launcher.Spec{Program: "/usr/bin/qemu-system-x86_64"}, launcher.Config{}
+	spec, cfg := launcher.Spec{Program: "/usr/bin/qemu-system-x86_64"}, launcher.Config{CacheDir: dir}
 	if err := h.handTo(&spec, &cfg, 7); err != nil {
 		t.Fatal(err)
 	}
