@@ -166,22 +166,22 @@ func TestAttachImageLoop(t *testing.T) {
 }
 
 func TestPlanRootMounts(t *testing.T) {
-	p, err := planRoot("/bin/ls", nil, "/var")
+	p, err := planRoot("/bin/ls", nil, nil, "/var")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := p.entries["/var"]; e.Kind != 'd' || !e.Synth {
 		t.Fatalf("/var in plan: %+v", e)
 	}
-	if _, err := planRoot("/bin/ls", nil, "/usr"); !errors.Is(err, ErrUsage) {
+	if _, err := planRoot("/bin/ls", nil, nil, "/usr"); !errors.Is(err, ErrUsage) {
 		t.Fatalf("mount point over the root's /usr: %v, want ErrUsage", err)
 	}
 	cache := t.TempDir()
-	a, err := ensureRoot(cache, "/bin/ls", nil)
+	a, err := ensureRoot(cache, "/bin/ls", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ensureRoot(cache, "/bin/ls", nil, "/var")
+	b, err := ensureRoot(cache, "/bin/ls", nil, nil, "/var")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestPlanRootMounts(t *testing.T) {
 	if st, err := os.Lstat(filepath.Join(b, "var")); err != nil || !st.IsDir() {
 		t.Fatalf("mount point missing from the root: %v", err)
 	}
-	if c, _ := ensureRoot(cache, "/bin/ls", nil, "/var"); c != b {
+	if c, _ := ensureRoot(cache, "/bin/ls", nil, nil, "/var"); c != b {
 		t.Fatalf("same mount points, two roots: %s %s", b, c)
 	}
 }

@@ -157,7 +157,7 @@ func (l *Launcher) Start(spec Spec) (_ *Sandbox, err error) {
 	trace(t0, "locks")
 
 	// 4. The minimal root (cached; built once per content identity).
-	rootfs, err := ensureRoot(cfg.CacheDir, spec.Program, cfg.ExtraPaths, scaffolds...)
+	rootfs, err := ensureRoot(cfg.CacheDir, spec.Program, cfg.ExtraPaths, spec.RootFiles, scaffolds...)
 	if err != nil {
 		return nil, setupErr(err)
 	}

@@ -79,7 +79,7 @@ func (p *rootPlan) lstat(path string) (fs.FileInfo, error) {
 // scaffold tmpfs goes), which must not be anything the root holds.
 // Symlinks on the way (Debian's merged /usr: /lib -> usr/lib) are
 // reproduced, not flattened, so that paths baked into binaries resolve.
-func planRoot(program string, extra []string, mounts ...string) (*rootPlan, error) {
+func planRoot(program string, extra []string, files []RootFile, mounts ...string) (*rootPlan, error) {
 	p := &rootPlan{entries: map[string]rootEntry{}, seen: map[string]lstatResult{}}
 	for _, mp := range mountPoints {
 		p.entries[mp] = rootEntry{Path: mp, Kind: 'd', Mode: 0o755, Synth: true}
@@ -106,6 +106,11 @@ func planRoot(program string, extra []string, mounts ...string) (*rootPlan, erro
 			return nil, err
 		}
 	}
+	for _, f := range files {
+		if err := p.addFileAt(f); err != nil {
+			return nil, err
+		}
+	}
 	for _, mp := range mounts {
 		if e, ok := p.entries[mp]; ok && !(e.Synth && e.Kind == 'd') {
 			return nil, fmt.Errorf("rootfs: %w: %s is part of the sandbox root, nothing can be mounted over it", ErrUsage, mp)
@@ -113,6 +118,39 @@ func planRoot(program string, extra []string, mounts ...string) (*rootPlan, erro
 		p.entries[mp] = rootEntry{Path: mp, Kind: 'd', Mode: 0o755, Synth: true}
 	}
 	return p, nil
+}
+
+// addFileAt plans host file f.Host at f.Path in the root, whatever its
+// host path: directories on the way that the root does not hold yet are
+// made for it.
+func (p *rootPlan) addFileAt(f RootFile) error {
+	st, err := os.Lstat(f.Host)
+	if err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("rootfs: %w: %s is not a regular file", ErrUsage, f.Host)
+	}
+	var dirs []string
+	for d := filepath.Dir(f.Path); d != "/"; d = filepath.Dir(d) {
+		dirs = append([]string{d}, dirs...)
+	}
+	for _, d := range dirs {
+		e, ok := p.entries[d]
+		switch {
+		case !ok:
+			p.entries[d] = rootEntry{Path: d, Kind: 'd', Mode: 0o755, Synth: true}
+		case e.Kind != 'd':
+			return fmt.Errorf("rootfs: %w: %s: %s is not a directory in the root", ErrUsage, f.Path, d)
+		}
+	}
+	if _, ok := p.entries[f.Path]; ok {
+		return fmt.Errorf("rootfs: %w: %s is already part of the root", ErrUsage, f.Path)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	p.entries[f.Path] = rootEntry{Path: f.Path, Kind: 'f', Host: f.Host, Size: st.Size(),
+		Mtime: st.ModTime().UnixNano(), Ino: sys.Ino, Mode: st.Mode().Perm()}
+	return nil
 }
 
 // add plans host path (absolute) and, through symlinks, what it points to.
@@ -214,8 +252,8 @@ func (p *rootPlan) identity() string {
 // building it under cacheDir/roots when no root of the same identity
 // exists. Concurrent builders race benignly: each builds in its own
 // temporary directory and the first rename wins.
-func ensureRoot(cacheDir, program string, extra []string, mounts ...string) (string, error) {
-	plan, err := planRootCached(cacheDir, program, extra, mounts...)
+func ensureRoot(cacheDir, program string, extra []string, files []RootFile, mounts ...string) (string, error) {
+	plan, err := planRootCached(cacheDir, program, extra, files, mounts...)
 	if err != nil {
 		return "", err
 	}
@@ -358,11 +396,14 @@ func isQEMU(program string) bool {
 // node, ~1 ms for QEMU), and plans anew otherwise (ELF parsing and
 // directory walks, ~10 ms). The recorded plan is only a shortcut: the
 // identity is still computed from what is on the host now.
-func planRootCached(cacheDir, program string, extra []string, mounts ...string) (*rootPlan, error) {
+func planRootCached(cacheDir, program string, extra []string, files []RootFile, mounts ...string) (*rootPlan, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s", rootfsFormat, program, strings.Join(extra, "\x00"), strings.Join(mountPoints, "\x00"))
 	if len(mounts) > 0 { // (keeps the memo names of roots without mounts)
 		fmt.Fprintf(h, "\x00mounts\x00%s", strings.Join(mounts, "\x00"))
+	}
+	for _, f := range files { // (and of roots without placed files)
+		fmt.Fprintf(h, "\x00file\x00%s\x00%s", f.Path, f.Host)
 	}
 	memo := filepath.Join(cacheDir, "plans", hex.EncodeToString(h.Sum(nil))[:32]+".json")
 	if data, err := os.ReadFile(memo); err == nil {
@@ -375,7 +416,7 @@ func planRootCached(cacheDir, program string, extra []string, mounts ...string) 
 			return p, nil
 		}
 	}
-	p, err := planRoot(program, extra, mounts...)
+	p, err := planRoot(program, extra, files, mounts...)
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +439,11 @@ func unchanged(entries []rootEntry) bool {
 		if e.Synth {
 			continue
 		}
-		st, err := os.Lstat(e.Path)
+		src := e.Path
+		if e.Kind == 'f' && e.Host != "" {
+			src = e.Host // a file placed at another path (Spec.RootFiles)
+		}
+		st, err := os.Lstat(src)
 		if err != nil {
 			return false
 		}

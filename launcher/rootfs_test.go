@@ -1,10 +1,12 @@
 package launcher
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestELFClosureOfLs(t *testing.T) {
@@ -31,7 +33,7 @@ func TestELFClosureRejectsNonELF(t *testing.T) {
 }
 
 func TestPlanRootReproducesLinks(t *testing.T) {
-	plan, err := planRoot("/bin/ls", nil)
+	plan, err := planRoot("/bin/ls", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,18 +58,18 @@ func TestPlanRootReproducesLinks(t *testing.T) {
 
 func TestRootIdentityAndCache(t *testing.T) {
 	cache := t.TempDir()
-	a, err := ensureRoot(cache, "/bin/ls", nil)
+	a, err := ensureRoot(cache, "/bin/ls", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ensureRoot(cache, "/bin/ls", nil)
+	b, err := ensureRoot(cache, "/bin/ls", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a != b {
 		t.Fatalf("same program, two roots: %s %s", a, b)
 	}
-	c, err := ensureRoot(cache, "/bin/ls", []string{"/etc/hostname"})
+	c, err := ensureRoot(cache, "/bin/ls", []string{"/etc/hostname"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func TestPlanRootQEMU(t *testing.T) {
 	if _, err := os.Stat(qemu); err != nil {
 		t.Skip("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
 	}
-	plan, err := planRoot(qemu, nil)
+	plan, err := planRoot(qemu, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func TestPlanMemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(prog, data, 0o755)
-	a, err := ensureRoot(cache, prog, nil)
+	a, err := ensureRoot(cache, prog, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,14 +134,14 @@ func TestPlanMemo(t *testing.T) {
 	if len(memos) != 1 {
 		t.Fatalf("plan not recorded: %v", memos)
 	}
-	if b, _ := ensureRoot(cache, prog, nil); b != a {
+	if b, _ := ensureRoot(cache, prog, nil, nil); b != a {
 		t.Fatalf("unchanged program, new root %s != %s", b, a)
 	}
 	// Replacing the program (new inode, as dpkg does) must not reuse the
 	// recorded plan nor the old root.
 	os.Remove(prog)
 	os.WriteFile(prog, append(data, 0), 0o755)
-	c, err := ensureRoot(cache, prog, nil)
+	c, err := ensureRoot(cache, prog, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,5 +151,43 @@ func TestPlanMemo(t *testing.T) {
 	got, _ := os.ReadFile(filepath.Join(c, prog))
 	if len(got) != len(data)+1 {
 		t.Fatalf("root holds the old program (%d bytes)", len(got))
+	}
+}
+
+// TestRootFiles: a host file placed at a root path of its own (DM mode's
+// shim), its directories made for it; a new file content is a new root
+// (the plan memo sees the host file, not the root path); a path the root
+// already holds is refused.
+func TestRootFiles(t *testing.T) {
+	cache, src := t.TempDir(), filepath.Join(t.TempDir(), "lib.so")
+	if err := os.WriteFile(src, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := []RootFile{{Path: "/usr/lib/dmsandbox/lib.so", Host: src}}
+	a, err := ensureRoot(cache, "/bin/ls", nil, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(filepath.Join(a, "usr/lib/dmsandbox/lib.so")); err != nil || string(data) != "one" {
+		t.Fatalf("placed file: %q %v", data, err)
+	}
+	if b, _ := ensureRoot(cache, "/bin/ls", nil, f); b != a {
+		t.Fatal("same file, two roots")
+	}
+	// Another content (size and mtime change): another root.
+	time.Sleep(10 * time.Millisecond)
+	if err := os.WriteFile(src, []byte("two!"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ensureRoot(cache, "/bin/ls", nil, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(c, "usr/lib/dmsandbox/lib.so")); c == a || string(data) != "two!" {
+		t.Fatalf("changed file: root %s (was %s), content %q", c, a, data)
+	}
+	ls, _ := filepath.EvalSymlinks("/bin/ls")
+	if _, err := planRoot("/bin/ls", nil, []RootFile{{Path: ls, Host: src}}); !errors.Is(err, ErrUsage) {
+		t.Fatalf("a file over the program: %v", err)
 	}
 }

@@ -40,6 +40,10 @@ type Spec struct {
 	ExtraDevices []string
 	// NoQMP suppresses the management QMP socket a QEMU program gets.
 	NoQMP bool
+	// RootFiles are host files placed in the minimal root at a path of
+	// their own (DM mode: the libxenctrl shim at /usr/lib/dmsandbox, from
+	// wherever it was built), read-only like the rest of the root.
+	RootFiles []RootFile
 	// VFIO are PCI devices (BDFs, already bound to vfio-pci) the program
 	// may open through VFIO: their group nodes and a synthetic /sys view
 	// holding only their iommu_group links (vfio.go).
@@ -48,6 +52,13 @@ type Spec struct {
 	// (Xen's qdisk backend): each appears at that path as a node of a
 	// loop device over the launcher's own open of the image (images.go).
 	Images []Image
+}
+
+// RootFile is one Spec.RootFiles entry: the host file Host at Path in
+// the root (both absolute; Path not under a directory the sandbox mounts).
+type RootFile struct {
+	Path string
+	Host string
 }
 
 // HandedFile is one fd given to the confined program.
@@ -111,6 +122,16 @@ func (s *Spec) resolve(cfg *Config) error {
 		}
 	}
 	s.Program = abs
+	for _, f := range s.RootFiles {
+		if !filepath.IsAbs(f.Path) || filepath.Clean(f.Path) != f.Path || !filepath.IsAbs(f.Host) {
+			return fmt.Errorf("%w: root file %s from %s: both paths must be absolute and clean", ErrUsage, f.Path, f.Host)
+		}
+		for _, mp := range mountPoints {
+			if f.Path == mp || strings.HasPrefix(f.Path, mp+"/") {
+				return fmt.Errorf("%w: root file %s is under %s, which the sandbox mounts over", ErrUsage, f.Path, mp)
+			}
+		}
+	}
 	if s.Profile == "" {
 		s.Profile = cfg.Profile
 	}

@@ -151,7 +151,7 @@ func dmCmd(args []string) int {
 			logf("domain %d: broker session: %v", dm.Domid, err)
 		}
 	}()
-	if err := hook.handTo(&spec, &cfg, uint32(dm.Domid)); err != nil {
+	if err := hook.handTo(&spec, uint32(dm.Domid)); err != nil {
 		logf("domain %d: PCI passthrough unavailable: %v", dm.Domid, err)
 	} else {
 		logf("domain %d: broker session handed to QEMU (libxenctrl shim preloaded)", dm.Domid)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -141,12 +139,8 @@ func findShim() (string, error) {
 // shim) QEMU runs as before and passthrough fails closed: the proxy's
 // device_add grant needs the daemon, and a restricted QEMU's own
 // hypercalls are refused by Xen.
-func (h *brokerHook) handTo(spec *launcher.Spec, cfg *launcher.Config, domid uint32) error {
+func (h *brokerHook) handTo(spec *launcher.Spec, domid uint32) error {
 	src, err := findShim()
-	if err != nil {
-		return err
-	}
-	shim, err := installShim(src, filepath.Join(cfg.CacheDir, "shim"))
 	if err != nil {
 		return err
 	}
@@ -169,49 +163,17 @@ func (h *brokerHook) handTo(spec *launcher.Spec, cfg *launcher.Config, domid uin
 			return errors.New("QEMU's environment already has LD_PRELOAD")
 		}
 	}
-	spec.Env = append(spec.Env, "LD_PRELOAD="+shim, fmt.Sprintf("%s=%d", shimFDEnv, fd))
-	cfg.ExtraPaths = append(append([]string(nil), cfg.ExtraPaths...), shim)
+	spec.Env = append(spec.Env, "LD_PRELOAD="+shimInRoot, fmt.Sprintf("%s=%d", shimFDEnv, fd))
+	// At a fixed path in the root, whatever its host path: a shim built
+	// in a checkout under /tmp or /run would sit under a directory the
+	// sandbox mounts over (CI found it so), and one under /var would
+	// take /var from the qdisk images' scaffold (launcher/images.go).
+	spec.RootFiles = append(spec.RootFiles, launcher.RootFile{Path: shimInRoot, Host: src})
 	return nil
 }
 
-// installShim copies the shim into dir under a name made of its content
-// hash, once, and returns that path. Why: the minimal root holds an extra
-// path at its host path, and wherever the shim was built (a checkout under
-// /tmp, /run...) may be a directory the sandbox mounts over; the cache
-// directory never is. The hash also gives a new shim a new root.
-func installShim(src, dir string) (string, error) {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return "", fmt.Errorf("shim: %w", err)
-	}
-	sum := sha256.Sum256(data)
-	dst := filepath.Join(dir, fmt.Sprintf("libdmsb-shim-%x.so", sum[:8]))
-	if got, err := os.ReadFile(dst); err == nil && bytes.Equal(got, data) {
-		return dst, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("shim: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, ".shim-")
-	if err != nil {
-		return "", fmt.Errorf("shim: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
-	if err != nil {
-		return "", fmt.Errorf("shim: install %s: %w", dst, err)
-	}
-	return dst, nil
-}
+// shimInRoot is where the minimal root holds the shim.
+const shimInRoot = "/usr/lib/dmsandbox/" + shimName
 
 // shimFDEnv is the variable the shim reads its session fd from.
 const shimFDEnv = "DMSANDBOX_BROKER_FD"

@@ -81,30 +81,20 @@ func TestBrokerHookHandTo(t *testing.T) {
 		Files: []launcher.HandedFile{{Name: "libxl-cmd", File: devnull}}}
 
 	h := &brokerHook{socket: tb.sock}
-	cache := t.TempDir()
-	spec, cfg := base, launcher.Config{CacheDir: cache, ExtraPaths: []string{"/etc/x"}}
-	if err := h.handTo(&spec, &cfg, 7); err != nil {
+	spec := base
+	if err := h.handTo(&spec, 7); err != nil {
 		t.Fatal(err)
 	}
-	// The shim as installed in the cache (a path the sandbox never
-	// mounts over), named by its content.
-	installed, _ := filepath.Glob(filepath.Join(cache, "shim", "libdmsb-shim-*.so"))
-	if len(installed) != 1 {
-		t.Fatalf("installed shims %v", installed)
-	}
-	if data, err := os.ReadFile(installed[0]); err != nil || string(data) != "not loaded here" {
-		t.Fatalf("installed shim: %q %v", data, err)
-	}
-	shim = installed[0]
 	if len(spec.Files) != 2 || spec.Files[1].Name != "broker" || spec.Files[1].File != h.sfd {
 		t.Errorf("files: %+v", spec.Files)
 	}
-	wantEnv := []string{"XEN_DOMAIN_ID=7", "LD_PRELOAD=" + shim, "DMSANDBOX_BROKER_FD=5"}
+	// The shim at a fixed path in the root, from wherever it is.
+	wantEnv := []string{"XEN_DOMAIN_ID=7", "LD_PRELOAD=/usr/lib/dmsandbox/libdmsb-shim.so", "DMSANDBOX_BROKER_FD=5"}
 	if strings.Join(spec.Env, " ") != strings.Join(wantEnv, " ") {
 		t.Errorf("env %q, want %q", spec.Env, wantEnv)
 	}
-	if strings.Join(cfg.ExtraPaths, " ") != "/etc/x "+shim {
-		t.Errorf("extra paths %q", cfg.ExtraPaths)
+	if len(spec.RootFiles) != 1 || spec.RootFiles[0] != (launcher.RootFile{Path: "/usr/lib/dmsandbox/libdmsb-shim.so", Host: shim}) {
+		t.Errorf("root files %+v", spec.RootFiles)
 	}
 	if n := len(tb.e.Sessions()); n != 1 || tb.e.Sessions()[0].Domid != 7 {
 		t.Errorf("sessions after handTo: %+v", tb.e.Sessions())
@@ -123,14 +113,14 @@ func TestBrokerHookHandTo(t *testing.T) {
 		"no daemon":  {filepath.Join(tb.dir, "none.sock"), nil},
 		"LD_PRELOAD": {tb.sock, []string{"LD_PRELOAD=/x.so"}},
 	} {
-		spec, cfg := base, launcher.Config{CacheDir: t.TempDir()}
+		spec := base
 		spec.Env = append(append([]string(nil), base.Env...), c.env...)
 		h := &brokerHook{socket: c.socket}
-		if err := h.handTo(&spec, &cfg, 8); err == nil {
+		if err := h.handTo(&spec, 8); err == nil {
 			t.Errorf("%s: handTo succeeded", name)
 		}
-		if len(spec.Files) != 1 || len(spec.Env) != 1+len(c.env) || len(cfg.ExtraPaths) != 0 {
-			t.Errorf("%s: spec changed: %+v %+v", name, spec, cfg)
+		if len(spec.Files) != 1 || len(spec.Env) != 1+len(c.env) || len(spec.RootFiles) != 0 {
+			t.Errorf("%s: spec changed: %+v", name, spec)
 		}
 		h.close()
 	}
@@ -165,8 +155,8 @@ func TestBrokerHookEmbedded(t *testing.T) {
 	}
 	t.Setenv(envShim, shim)
 	h := &brokerHook{socket: filepath.Join(dir, "none", "broker.sock"), embed: embed}
-	spec, cfg := launcher.Spec{Program: "/usr/bin/qemu-system-x86_64"}, launcher.Config{CacheDir: dir}
-	if err := h.handTo(&spec, &cfg, 7); err != nil {
+	spec := launcher.Spec{Program: "/usr/bin/qemu-system-x86_64"}
+	if err := h.handTo(&spec, 7); err != nil {
 		t.Fatal(err)
 	}
 	if len(made) != 1 || len(spec.Files) != 1 {
