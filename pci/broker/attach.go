@@ -35,24 +35,34 @@ func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
 		return fmt.Errorf("broker: attach %s: %w: a bridge cannot be passed through", bdf, pci.ErrRefused)
 	}
 	b.mu.Lock()
-	if other, ok := b.owner[bdf]; ok {
+	other, owned := b.owner[bdf]
+	if owned && other != id {
 		b.mu.Unlock()
-		return fmt.Errorf("%w: %s is attached to session %d", ErrConflict, bdf, other)
+		return fmt.Errorf("%w: %s is attached to session %d (or its files are open there)", ErrConflict, bdf, other)
 	}
 	b.owner[bdf] = id
 	b.mu.Unlock()
+	// owned by this session already: attached (refused below) or
+	// reserved after a detach (its files were handed); a failure keeps
+	// the reservation.
+	reserved := owned
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fail := func(err error) error {
-		b.mu.Lock()
-		delete(b.owner, bdf)
-		b.mu.Unlock()
+		if !reserved {
+			b.mu.Lock()
+			delete(b.owner, bdf)
+			b.mu.Unlock()
+		}
 		b.event(s, "attach", fmt.Sprintf("bdf=%s failed: %v", bdf, err))
 		return err
 	}
 	if s.closed {
 		return fail(ErrClosed)
+	}
+	if _, held := s.devs[bdf]; held {
+		return fail(fmt.Errorf("%w: %s is attached to session %d", ErrConflict, bdf, id))
 	}
 	if o.Grant.QEMUPid > 0 {
 		s.Peer.PID = int32(o.Grant.QEMUPid)
@@ -114,10 +124,17 @@ func (b *Broker) Detach(id uint64, bdf pci.BDF) error {
 		}
 	}
 	delete(s.devs, bdf)
+	handed := s.handed[bdf]
 	s.mu.Unlock()
-	b.mu.Lock()
-	delete(b.owner, sd.dev.BDF)
-	b.mu.Unlock()
+	if !handed {
+		b.mu.Lock()
+		delete(b.owner, sd.dev.BDF)
+		b.mu.Unlock()
+	} else {
+		// Its files are still open in this session's device model:
+		// reserved until the session ends (forget frees it).
+		b.event(s, "detach", fmt.Sprintf("bdf=%s reserved until the session ends: its files were handed to the device model", bdf))
+	}
 	if len(failed) > 0 {
 		return fmt.Errorf("broker: detach %s: %d undo steps failed (see audit log)", bdf, len(failed))
 	}

@@ -25,6 +25,9 @@ import (
 // state, and the broker keeps no copy (it is closed once sent). The fd
 // outlives a detach, though: a device model that keeps it can still read
 // the device's files and its MSI-X BAR after the device left the session.
+// So a device once handed stays reserved for the session (Detach keeps it
+// in the owner table) until the session ends, when the device model is
+// gone: it cannot reach another domain while the first can still read it.
 
 // fileResult is a handler result that carries an fd besides the reply
 // struct; handleFrame sends the fd with the reply and closes it.
@@ -56,6 +59,7 @@ func (s *Session) openFile(r *OpenFile) (any, *refusal) {
 	if f != nil {
 		return nil, f
 	}
+	s.markHanded(sd.dev.BDF)
 	return &fileResult{f: file, note: "opened " + name}, nil
 }
 
@@ -89,6 +93,7 @@ func (s *Session) openMSIXBar(r *OpenFile) (any, *refusal) {
 			if f != nil {
 				return nil, f
 			}
+			s.markHanded(sd.dev.BDF)
 			return &fileResult{reply: OpenFileReply{Base: w.bar.Start, Size: w.bar.Size}, f: file,
 				note: "opened " + sd.dev.BDF.String() + " " + name + " (" + w.what + ")"}, nil
 		}
@@ -97,6 +102,15 @@ func (s *Session) openMSIXBar(r *OpenFile) (any, *refusal) {
 		return nil, deny(unix.ENXIO, "no MSI-X table in a memory BAR on %s", describeDevs(devs))
 	}
 	return nil, deny(unix.ERANGE, "addr %#x is in no MSI-X table or PBA page of %s", r.Addr, describeDevs(devs))
+}
+
+// markHanded records that the client now holds an fd of bdf's files
+// (called with s.mu held, before the reply is sent).
+func (s *Session) markHanded(bdf pci.BDF) {
+	if s.handed == nil {
+		s.handed = map[pci.BDF]bool{}
+	}
+	s.handed[bdf] = true
 }
 
 // msixWindow is the page-rounded host range of an MSI-X table or PBA,

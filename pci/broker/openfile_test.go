@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -342,5 +343,74 @@ func TestBrokerDropsFdsItIsSent(t *testing.T) {
 	unix.Close(p[1])
 	if after := openFds(t); after != before {
 		t.Fatalf("%d fds open after, %d before: the broker kept what it was sent", after, before)
+	}
+}
+
+// TestHandedDeviceReserved: once a session's client holds an fd of a
+// device's files, detaching the device does not free it for another
+// session (the fd cannot be taken back, and it would read the other
+// domain's device); the same session may attach it again, and when the
+// session ends the device is free.
+func TestHandedDeviceReserved(t *testing.T) {
+	r := newRig(t, openFileTree(t))
+	s, c := r.session(dom, e1000e)
+	f, _, err := c.OpenFile(e1000e, FileConfig, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := r.broker.Detach(s.ID, e1000e); err != nil {
+		t.Fatal(err)
+	}
+	s2, c2 := r.session(dom + 1)
+	defer c2.Close()
+	if err := r.broker.Attach(s2.ID, e1000e, AttachOptions{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("attach to another session while the first holds its files: %v", err)
+	}
+	if err := r.broker.Attach(s.ID, e1000e, AttachOptions{}); err != nil {
+		t.Fatalf("re-attach to the same session: %v", err)
+	}
+	if err := r.broker.Attach(s.ID, e1000e, AttachOptions{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("attach twice to one session: %v", err)
+	}
+	c.Close()
+	r.waitGone(s)
+	if err := r.broker.Attach(s2.ID, e1000e, AttachOptions{}); err != nil {
+		t.Fatalf("attach after the holding session ended: %v", err)
+	}
+	// A device whose files were never handed is free at once.
+	s3, c3 := r.session(dom+2, other)
+	defer c3.Close()
+	if err := r.broker.Detach(s3.ID, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.broker.Attach(s2.ID, other, AttachOptions{}); err != nil {
+		t.Fatalf("attach of a detached, never handed device: %v", err)
+	}
+}
+
+// TestROMEnableNeedsKernelAddress: the ROM BAR's enable bit may be set
+// only while the register holds the address the kernel gave the ROM
+// (sysfs resource); a stale address must not start decoding.
+func TestROMEnableNeedsKernelAddress(t *testing.T) {
+	root := openFileTree(t)
+	cfgPath := filepath.Join(pci.NewSysfs(root).DevicePath(e1000e), "config")
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(data[0x30:], 0xfea00000) // not the kernel's feb00000
+	if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, root)
+	_, c := r.session(dom, e1000e)
+	defer c.Close()
+	err = c.Do(&ConfigWrite{BDF: WireBDF(e1000e), Offset: 0x30, Size: 4, Value: 0xfea00001}, nil)
+	if Errno(err) != unix.EROFS {
+		t.Fatalf("enable at a stale ROM address: %v", err)
+	}
+	if err := c.Do(&ConfigWrite{BDF: WireBDF(e1000e), Offset: 0x30, Size: 4, Value: 0xfea00000}, nil); err != nil {
+		t.Fatalf("writing the value back: %v", err)
 	}
 }

@@ -352,10 +352,35 @@ func (s *Session) configWrite(r *ConfigWrite) (any, *refusal) {
 	if !filterWrite(sd.writable, off, size, cur, r.Value) {
 		return nil, deny(unix.EROFS, "write %#x over %#x at %#x of %s changes read-only bits", r.Value, cur, off, sd.dev.BDF)
 	}
+	if f := s.checkROMEnable(sd, off, size, cur, r.Value); f != nil {
+		return nil, f
+	}
 	if err := s.b.cfg.Backend.ConfigWrite(sd.dev, off, size, r.Value); err != nil {
 		return nil, backendErr("config_write", err)
 	}
 	return nil, nil
+}
+
+// checkROMEnable refuses to enable the ROM BAR's decode unless the
+// register holds the address the kernel assigned the ROM: after a
+// rebalance the register may hold a stale address overlapping another
+// device's window, and the guest must not make the ROM decode there.
+func (s *Session) checkROMEnable(sd *sessionDevice, off, size int, cur, val uint32) *refusal {
+	if sd.dev.ROM == nil || off > cfgROM || cfgROM >= off+size {
+		return nil
+	}
+	shift := 8 * uint(cfgROM-off)
+	if (val>>shift)&1 == 0 || (cur>>shift)&1 == 1 {
+		return nil // not turning decode on
+	}
+	reg, err := s.b.cfg.Backend.ConfigRead(sd.dev, cfgROM, 4)
+	if err != nil {
+		return backendErr("config_read", err)
+	}
+	if uint64(reg&^0x7ff) != sd.dev.ROM.Start {
+		return deny(unix.EROFS, "ROM BAR of %s holds %#x, not the kernel's %#x: decode not enabled", sd.dev.BDF, reg&^0x7ff, sd.dev.ROM.Start)
+	}
+	return nil
 }
 
 func (s *Session) reset(r *Reset) (any, *refusal) {

@@ -33,6 +33,10 @@ type Session struct {
 
 	mu      sync.Mutex
 	devs    map[pci.BDF]*sessionDevice
+	// handed are the devices whose files (open_file) this session's
+	// client holds: fds the broker cannot take back, so such a device
+	// stays reserved for this session until it ends, detached or not.
+	handed  map[pci.BDF]bool
 	live    liveSet
 	journal *journal
 	closed  bool

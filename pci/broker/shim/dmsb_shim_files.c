@@ -237,7 +237,8 @@ static int intercept(const char *path, int flags, int *fdp)
 
 static mode_t mode_arg(int flags, va_list ap)
 {
-	return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+	/* glibc's rule: O_TMPFILE contains O_DIRECTORY, so test all of it. */
+	return ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) ? va_arg(ap, mode_t) : 0;
 }
 
 typedef int (*open_fn)(const char *, int, ...);
@@ -328,6 +329,31 @@ static int do_open2(void **cache, const char *name, const char *path, int flags)
 	}
 OPEN2_WRAPPER(__open64_2)
 OPEN2_WRAPPER(__open_2)
+
+typedef int (*openat2_fn)(int, const char *, int);
+
+static int do_openat2(void **cache, const char *name, int dirfd, const char *path, int flags)
+{
+	openat2_fn real = (openat2_fn)next_sym(cache, name);
+	int fd;
+
+	if (path != NULL && path[0] == '/' && intercept(path, flags, &fd))
+		return fd;
+	if (real == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return real(dirfd, path, flags);
+}
+
+#define OPENAT2_WRAPPER(name)                                          \
+	SHIM_API int name(int dirfd, const char *path, int flags)      \
+	{                                                              \
+		static void *cache;                                    \
+		return do_openat2(&cache, #name, dirfd, path, flags);  \
+	}
+OPENAT2_WRAPPER(__openat64_2)
+OPENAT2_WRAPPER(__openat_2)
 
 /*
  * config_write sends len bytes at off as naturally aligned 1, 2 and 4
