@@ -31,8 +31,8 @@ type Session struct {
 
 	conn *packetConn // broker end of the session socket; owned, closed by serve
 
-	mu      sync.Mutex
-	devs    map[pci.BDF]*sessionDevice
+	mu   sync.Mutex
+	devs map[pci.BDF]*sessionDevice
 	// handed are the devices whose files (open_file) this session's
 	// client holds: fds the broker cannot take back, so such a device
 	// stays reserved for this session until it ends, detached or not.
