@@ -21,7 +21,7 @@ import (
 // broker seccomp profile) on dir and waits until it listens.
 func authzDaemon(t *testing.T, dir string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAuthzDaemon$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "DMSANDBOX_AUTHZ_DAEMON_DIR="+dir)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -54,7 +54,7 @@ func stopDaemon(t *testing.T, cmd *exec.Cmd) {
 func cli(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	js, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAuthzCLI$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "DMSANDBOX_CLI_ARGS="+string(js))
 	return runExit(t, cmd)
 }
@@ -169,26 +169,4 @@ func TestAttachCLIEndToEnd(t *testing.T) {
 			t.Errorf("audit %s: %d records, want %d (all: %v)", k, count[k], n, count)
 		}
 	}
-}
-
-func TestHelperAuthzDaemon(t *testing.T) {
-	dir := os.Getenv("DMSANDBOX_AUTHZ_DAEMON_DIR")
-	if dir == "" {
-		t.Skip("helper for TestAttachCLIEndToEnd")
-	}
-	os.Exit(brokerCmd([]string{"run", "--backend", "vfio", "--sysfs-root", capturedTree, "--require-authorization",
-		"--socket", filepath.Join(dir, "run", "broker.sock"), "--audit-dir", filepath.Join(dir, "audit"),
-		"--state-dir", filepath.Join(dir, "state"), "--pci-state-dir", filepath.Join(dir, "pci")}))
-}
-
-func TestHelperAuthzCLI(t *testing.T) {
-	js := os.Getenv("DMSANDBOX_CLI_ARGS")
-	if js == "" {
-		t.Skip("helper for TestAttachCLIEndToEnd")
-	}
-	var args []string
-	if err := json.Unmarshal([]byte(js), &args); err != nil || len(args) == 0 {
-		os.Exit(99)
-	}
-	os.Exit(commands[args[0]].Run(args[1:]))
 }

@@ -19,7 +19,7 @@ import (
 func TestBrokerDaemonEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "broker.sock")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperBrokerDaemon$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "DMSANDBOX_DAEMON_DIR="+dir)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -68,7 +68,7 @@ func TestBrokerDaemonEndToEnd(t *testing.T) {
 	c.Close()
 	cc.Shutdown()
 	// A second daemon on the same socket is a conflict.
-	second := exec.Command(os.Args[0], "-test.run=^TestHelperBrokerDaemon$")
+	second := exec.Command(os.Args[0])
 	second.Env = append(os.Environ(), "DMSANDBOX_DAEMON_DIR="+dir)
 	err = second.Run()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != ExitConflict {
@@ -84,14 +84,4 @@ func TestBrokerDaemonEndToEnd(t *testing.T) {
 	if rc := auditCmd([]string{"verify", filepath.Join(dir, "audit")}); rc != ExitOK {
 		t.Fatal("audit chain of the daemon does not verify")
 	}
-}
-
-func TestHelperBrokerDaemon(t *testing.T) {
-	dir := os.Getenv("DMSANDBOX_DAEMON_DIR")
-	if dir == "" {
-		t.Skip("helper for TestBrokerDaemonEndToEnd")
-	}
-	os.Exit(brokerCmd([]string{"run", "--backend", "vfio", "--sysfs-root", capturedTree,
-		"--socket", filepath.Join(dir, "run", "broker.sock"), "--audit-dir", filepath.Join(dir, "audit"),
-		"--state-dir", filepath.Join(dir, "state"), "--pci-state-dir", filepath.Join(dir, "pci")}))
 }
