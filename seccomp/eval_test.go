@@ -92,6 +92,10 @@ var evalCases = []evalCase{
 	{"VFIO_IOMMU_MAP_DMA", ioctlData("VFIO_IOMMU_MAP_DMA"), byProfile(kill, map[string]Verdict{"qemu-vfio": allow, "broker": allow})},
 	{"IOCTL_PRIVCMD_DM_OP", ioctlData("IOCTL_PRIVCMD_DM_OP"), byProfile(kill, map[string]Verdict{"qemu-xen": allow, "broker": allow})},
 	{"IOCTL_PRIVCMD_MMAPBATCH_V2", ioctlData("IOCTL_PRIVCMD_MMAPBATCH_V2"), byProfile(kill, map[string]Verdict{"qemu-xen": allow})},
+	// A real request, not a placeholder: <xen/sys/privcmd.h> defines it
+	// (_IOC(_IOC_NONE, 'P', 0xFF, 0)) and libxencall/libxenforeignmemory
+	// issue it on each privcmd fd to probe the driver (ENOTTY expected);
+	// killing it kills QEMU at start (found in the Xen rig, kill mode).
 	{"IOCTL_PRIVCMD_UNIMPLEMENTED", ioctlData("IOCTL_PRIVCMD_UNIMPLEMENTED"), byProfile(kill, map[string]Verdict{"qemu-xen": allow})},
 	{"IOCTL_EVTCHN_NOTIFY", ioctlData("IOCTL_EVTCHN_NOTIFY"), byProfile(kill, map[string]Verdict{"qemu-xen": allow})},
 	{"IOCTL_GNTDEV_MAP_GRANT_REF", ioctlData("IOCTL_GNTDEV_MAP_GRANT_REF"), byProfile(kill, map[string]Verdict{"qemu-xen": allow})},

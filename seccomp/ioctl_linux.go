@@ -164,9 +164,11 @@ var ioctlRequests = map[string]map[string]uint64{
 		"IOCTL_PRIVCMD_DM_OP":               uint64(C.IOCTL_PRIVCMD_DM_OP),
 		"IOCTL_PRIVCMD_RESTRICT":            uint64(C.IOCTL_PRIVCMD_RESTRICT),
 		"IOCTL_PRIVCMD_MMAP_RESOURCE":       uint64(C.IOCTL_PRIVCMD_MMAP_RESOURCE),
-		"IOCTL_PRIVCMD_UNIMPLEMENTED":       uint64(C.IOCTL_PRIVCMD_UNIMPLEMENTED),
-		"IOCTL_XENBUS_BACKEND_EVTCHN":       uint64(C.IOCTL_XENBUS_BACKEND_EVTCHN),
-		"IOCTL_XENBUS_BACKEND_SETUP":        uint64(C.IOCTL_XENBUS_BACKEND_SETUP),
+		// The probe request the libxen* libraries send on each privcmd fd
+		// (no driver implements it; <xen/sys/privcmd.h>: 'P', 0xFF).
+		"IOCTL_PRIVCMD_UNIMPLEMENTED": uint64(C.IOCTL_PRIVCMD_UNIMPLEMENTED),
+		"IOCTL_XENBUS_BACKEND_EVTCHN": uint64(C.IOCTL_XENBUS_BACKEND_EVTCHN),
+		"IOCTL_XENBUS_BACKEND_SETUP":  uint64(C.IOCTL_XENBUS_BACKEND_SETUP),
 	},
 	"tty": {
 		"TCGETS":      uint64(C.TCGETS),
