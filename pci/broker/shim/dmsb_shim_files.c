@@ -59,6 +59,9 @@ enum { KIND_CONFIG = 1, KIND_DEVMEM = 2 };
 
 static pthread_mutex_t files_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct tracked tracked[MAX_TRACKED]; /* guarded by files_mu */
+/* any_tracked: set once something is tracked, so that QEMU's every
+ * pwrite and mmap (disk I/O, guest RAM) skips the lock until then. */
+static int any_tracked;
 
 static const struct {
 	const char *name;
@@ -141,6 +144,7 @@ static int track(int fd, int kind, uint32_t bdf)
 	if (fstat(fd, &st) != 0)
 		return -1;
 	pthread_mutex_lock(&files_mu);
+	__atomic_store_n(&any_tracked, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < MAX_TRACKED; i++) {
 		/* A slot whose fd number now names another file is stale. */
 		if (tracked[i].kind == 0 || tracked[i].fd == fd) {
@@ -159,7 +163,7 @@ static int lookup(int fd, uint32_t *bdf)
 	struct stat st;
 	int kind = 0;
 
-	if (fd < 0)
+	if (fd < 0 || !__atomic_load_n(&any_tracked, __ATOMIC_ACQUIRE))
 		return 0;
 	pthread_mutex_lock(&files_mu);
 	for (int i = 0; i < MAX_TRACKED; i++) {
