@@ -87,21 +87,7 @@ func imageWrite(t *testing.T, e *env, cfgPath, runDir, img string, qemu []string
 		t.Fatalf("QEMU holds %v; loop devices of the image %v", held, loopsOf(img))
 	}
 	t.Logf("QEMU holds %v", held)
-	mon, err := qmp.NewSocketMonitor("unix", st.QMPSocket, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	// (qemu-io prints to QEMU's stdout, not the monitor: the file is checked.)
-	hmp(t, mon, `qemu-io d0 "write -P 0xab 512 512"`)
-	hmp(t, mon, `qemu-io d0 "flush"`)
-	mon.Disconnect()
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	if code := r.wait(t, 20*time.Second); code != 0 {
-		t.Fatalf("exit %d after SIGTERM:\n%s", code, r.stderr)
-	}
+	writeAndStop(t, r, st.QMPSocket, `write -P 0xab 512 512`)
 	assertGone(t, e, runDir, "it-image", st.Pid)
 	data, _ := os.ReadFile(img)
 	if !bytes.Equal(data[512:1024], bytes.Repeat([]byte{0xab}, 512)) || data[0] != 0x11 || data[1024] != 0x11 {
@@ -149,20 +135,7 @@ func TestImageConfined(t *testing.T) {
 	// it writes reaches the image.
 	r := startImagerun(t, e, e.cfgPath, "it-image", append([]string{"-image", img + ":ro", "--"}, drive()...)...)
 	st := r.waitReady(t, e, e.cfg.RunDir)
-	mon, err := qmp.NewSocketMonitor("unix", st.QMPSocket, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	hmp(t, mon, `qemu-io d0 "write -P 0xcd 2048 512"`)
-	hmp(t, mon, `qemu-io d0 "flush"`)
-	mon.Disconnect()
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	if code := r.wait(t, 20*time.Second); code != 0 {
-		t.Fatalf("exit %d after SIGTERM:\n%s", code, r.stderr)
-	}
+	writeAndStop(t, r, st.QMPSocket, `write -P 0xcd 2048 512`)
 	assertGone(t, e, e.cfg.RunDir, "it-image", st.Pid)
 	if data, _ := os.ReadFile(img); !bytes.Equal(data[2048:2560], bytes.Repeat([]byte{0x11}, 512)) {
 		t.Fatal("a write reached a read-only image")
@@ -201,4 +174,26 @@ func TestImageUserNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	imageWrite(t, e, path, cfg.RunDir, img, e.qemuArgs("-drive", "if=none,id=d0,driver=raw,file.driver=host_device,file.filename="+img))
+}
+
+// writeAndStop has the confined QEMU write through its drive d0 with
+// qemu-io (over its QMP socket) and flush, then stops it with SIGTERM,
+// which must end it with status 0. qemu-io prints to QEMU's stdout, not
+// the monitor: the callers check the file.
+func writeAndStop(t *testing.T, r *running, qmpSocket, write string) {
+	t.Helper()
+	mon, err := qmp.NewSocketMonitor("unix", qmpSocket, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	hmp(t, mon, `qemu-io d0 "`+write+`"`)
+	hmp(t, mon, `qemu-io d0 "flush"`)
+	mon.Disconnect()
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, r.stderr)
+	}
 }
