@@ -116,11 +116,13 @@ func TestAttachCLIEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	// The session lives as long as its fd: hold it until the attach is
+	// answered, or the broker may already have ended the session.
 	bdf2, _ := pci.ParseBDF(dev2)
 	if err := cc.Attach(id, bdf2, broker.AttachOptions{}); err == nil || !strings.Contains(err.Error(), "not authorized") {
 		t.Fatalf("unauthorised attach: %v", err)
 	}
+	f.Close()
 	cc.Shutdown()
 	// The session ended (its client hung up): domain 7 is gone, and its
 	// authorisations with it, so a later domain 7 inherits nothing.
