@@ -16,8 +16,8 @@ import (
 )
 
 // attach and detach: the hotplug-script interface (docs/broker.md,
-// "Pre-authorisation"). They tell the broker daemon, by domid, which
-// devices a domain may receive; with `broker run --require-authorization`
+// "Pre-authorisation"). They tell the broker daemon, by domid or by
+// domain name, which devices a domain may receive; with `broker run --require-authorization`
 // a device model's device_add of any other device is refused. Meant for
 // /etc/xen/scripts hooks and QubesOS-style daemons: idempotent, silent on
 // success, and the exit status says what happened.
@@ -26,11 +26,14 @@ func init() {
 	register(command{Name: "detach", Summary: "withdraw a PCI device from a domain (detaches it if in use)", Run: detachCmd})
 }
 
-const attachUsage = `usage: dmsandbox attach --domid N --device BDF [--socket PATH]   authorise BDF for domain N
-       dmsandbox detach --domid N --device BDF [--socket PATH]   withdraw it (detached if the domain holds it)
-       dmsandbox attach --list [--domid N] [--socket PATH]       list authorisations (all domains without --domid)
+const attachUsage = `usage: dmsandbox attach --domid N --device BDF [--socket PATH]     authorise BDF for domain N (running now)
+       dmsandbox attach --domain NAME --device BDF [--socket PATH] authorise BDF for the domain called NAME,
+                                                                   now or once created (xl create with pci=[...])
+       dmsandbox detach --domid N|--domain NAME --device BDF      withdraw it (detached if the domain holds it)
+       dmsandbox attach --list [--domid N|--domain NAME]           list authorisations (all without a domain)
 The broker daemon (` + broker.DefaultControlSocket + ` unless --socket) does the work; nothing is printed on success.
-Repeating attach, or detaching what is not attached, succeeds.
+Repeating attach, or detaching what is not attached, succeeds. A domid's authorisations end with the
+domain (and with the host's boot); a name's last until detached.
 exit codes: 0 done; 1 the broker refused or failed (reason on stderr; e.g. the device is authorised
   for another domain); 2 usage; 3 no broker daemon listening at the socket`
 
@@ -47,6 +50,7 @@ func authzCmd(name string, args []string) int {
 	flags.SetOutput(io.Discard) // our usage, not flag's
 	socket := flags.String("socket", broker.DefaultControlSocket, "broker control socket")
 	domid := flags.String("domid", "", "domain id")
+	domain := flags.String("domain", "", "domain name")
 	device := flags.String("device", "", "PCI address DDDD:BB:DD.F")
 	list := false
 	if name == "attach" {
@@ -74,14 +78,23 @@ func authzCmd(name string, args []string) int {
 		}
 		dom = uint32(n)
 	}
+	if dom != 0 && *domain != "" {
+		return usage("--domid and --domain: one or the other")
+	}
+	if *domain != "" {
+		if err := broker.CheckDomainName(*domain); err != nil {
+			return usage("--domain: " + err.Error())
+		}
+	}
+	d := broker.Domain{ID: dom, Name: *domain}
 	var bdf pci.BDF
 	switch {
 	case list:
 		if *device != "" {
 			return usage("--list takes no --device")
 		}
-	case dom == 0 || *device == "":
-		return usage("--domid and --device are required")
+	case d.IsZero() || *device == "":
+		return usage("--domid (or --domain) and --device are required")
 	default:
 		var err error
 		if bdf, err = pci.ParseBDF(*device); err != nil {
@@ -101,11 +114,11 @@ func authzCmd(name string, args []string) int {
 	defer c.Shutdown()
 	switch {
 	case list:
-		return printAuthorizations(c, dom)
+		return printAuthorizations(c, d)
 	case name == "attach":
-		err = c.Authorize(dom, bdf)
+		err = c.Authorize(d, bdf)
 	default:
-		err = c.Deauthorize(dom, bdf)
+		err = c.Deauthorize(d, bdf)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "dmsandbox %s: %v\n", name, err)
@@ -114,20 +127,29 @@ func authzCmd(name string, args []string) int {
 	return ExitOK
 }
 
-func printAuthorizations(c *broker.ControlClient, dom uint32) int {
-	list, err := c.Authorizations(dom)
+func printAuthorizations(c *broker.ControlClient, d broker.Domain) int {
+	list, err := c.Authorizations(d)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmsandbox attach:", err)
 		return ExitFailure
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "DOMID\tDEVICE\tSINCE\tSESSION")
+	// DOMID and DEVICE first, as scripts read them (contrib's
+	// dmsandbox-pci); a name-keyed row has "-" for DOMID and its name in
+	// NAME, last so that the older columns keep their places.
+	fmt.Fprintln(w, "DOMID\tDEVICE\tSINCE\tSESSION\tNAME")
 	for _, a := range list {
-		session := "-"
+		session, domid, dname := "-", "-", "-"
 		if a.Session != 0 {
 			session = strconv.FormatUint(a.Session, 10)
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", a.Domid, a.BDF, a.Since.Format("2006-01-02T15:04:05Z"), session)
+		if a.Domid != 0 {
+			domid = strconv.FormatUint(uint64(a.Domid), 10)
+		}
+		if a.Name != "" {
+			dname = a.Name
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", domid, a.BDF, a.Since.Format("2006-01-02T15:04:05Z"), session, dname)
 	}
 	w.Flush()
 	return ExitOK

@@ -99,6 +99,13 @@ func TestAttachCLIEndToEnd(t *testing.T) {
 	expect(ExitUsage, false, "detach", "--domid", "0", "--device", dev)
 	expect(ExitUsage, false, "detach", "--domid", "7", "--device", "nonsense")
 	expect(ExitUsage, false, "detach", "--list")
+	expect(ExitUsage, false, "attach", "--domain", "a b", "--device", dev2)
+	// By name: listed with DOMID "-" and the name last.
+	expect(ExitOK, true, "attach", "--domain", "web", "--device", dev2)
+	if out, _ := expect(ExitOK, false, "attach", "--list", "--domain", "web"); !strings.Contains(out, "-  ") || !strings.HasSuffix(strings.TrimSpace(out), "web") {
+		t.Fatalf("list by name:\n%s", out)
+	}
+	expect(ExitOK, true, "detach", "--domain", "web", "--device", dev2)
 	// A restarted daemon keeps the authorisations.
 	stopDaemon(t, d)
 	d = authzDaemon(t, dir)
@@ -112,7 +119,7 @@ func TestAttachCLIEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, f, err := cc.Open(7)
+	id, f, err := cc.Open(7, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +171,8 @@ func TestAttachCLIEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	// deauthorize/allow 3: two detaches and the domain's end.
-	want := map[string]int{"authorize/allow": 3, "authorize/deny": 1, "deauthorize/allow": 3, "attach/deny": 1, "authorizations/allow": 3}
+	// deauthorize/allow 4: three detaches (one by name) and the domain's end.
+	want := map[string]int{"authorize/allow": 4, "authorize/deny": 1, "deauthorize/allow": 4, "attach/deny": 1, "authorizations/allow": 4}
 	for k, n := range want {
 		if count[k] != n {
 			t.Errorf("audit %s: %d records, want %d (all: %v)", k, count[k], n, count)

@@ -240,7 +240,7 @@ func brokerTry(args []string) int {
 		return ExitConfig
 	}
 	defer e.Shutdown()
-	id, f, err := e.Open(uint32(*domid))
+	id, f, err := e.Open(uint32(*domid), "")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmsandbox broker try:", err)
 		return ExitFailure

@@ -135,7 +135,7 @@ func benchBroker(root, dir string, durable bool, delay time.Duration) (*broker.B
 
 // session opens a session of its own domain with dev and says hello.
 func benchSession(b *broker.Broker, domid uint32, dev pci.BDF) (*broker.Client, error) {
-	s, f, err := b.OpenSession(domid, broker.Peer{PID: int32(os.Getpid())})
+	s, f, err := b.OpenSession(domid, "", broker.Peer{PID: int32(os.Getpid())})
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func TestBrokerDaemonEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("daemon never listened: %v", err)
 	}
-	id, f, err := cc.Open(9)
+	id, f, err := cc.Open(9, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,7 +126,7 @@ func (e *pciScriptEnv) authorised(domid uint32) string {
 		e.t.Fatal(err)
 	}
 	defer c.Shutdown()
-	list, err := c.Authorizations(domid)
+	list, err := c.Authorizations(broker.ByDomid(domid))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -146,6 +146,12 @@ func dmCmd(args []string) int {
 		socket = broker.DefaultControlSocket
 	}
 	hook := &brokerHook{socket: socket, embed: embeddedBroker}
+	if err := broker.CheckDomainName(dm.Name); err == nil {
+		hook.name = dm.Name
+	} else if dm.Name != "" {
+		// Then only domid-keyed authorisations apply to this domain.
+		logf("domain %d: broker session without the domain's name: %v", dm.Domid, err)
+	}
 	defer func() {
 		if err := hook.close(); err != nil {
 			logf("domain %d: broker session: %v", dm.Domid, err)

@@ -24,7 +24,10 @@ import (
 // before QEMU starts (handTo), so QEMU inherits the session for the shim.
 type brokerHook struct {
 	socket string
-	grant  backend.Grant
+	// name is the domain's name (libxl's -name), given to the broker so
+	// that authorisations by name (`dmsandbox attach --domain`) match.
+	name  string
+	grant backend.Grant
 	// embed, if set, makes the in-process broker used when no daemon
 	// socket exists (dm_embedded.go).
 	embed func(domid uint32) (*broker.Embedded, error)
@@ -50,7 +53,7 @@ func (h *brokerHook) open(domid uint32) error {
 	if err != nil {
 		return fmt.Errorf("no broker daemon: %w", err)
 	}
-	id, f, err := c.Open(domid)
+	id, f, err := c.Open(domid, h.name)
 	if err != nil {
 		c.Shutdown()
 		return err

@@ -22,10 +22,11 @@ const (
 // embeddedBroker is the broker DM mode runs in its own process when no
 // daemon socket exists (issue: "embedded in the launcher when no daemon
 // socket exists; same code"): the xen backend (a binary built with the
-// xen tag), the host's sysfs, durable audit. A site that pre-authorises
-// devices — the daemon's authorisations file exists — gets the same rule
-// here, read once from that file: a daemon that is down must not turn
-// mandatory pre-authorisation off.
+// xen tag), the host's sysfs, durable audit. Where a daemon has run, its
+// authorisations file holds its authorisations and its policy
+// (--require-authorization); the embedded broker reads both, once, and
+// applies them: a daemon that is down must not turn mandatory
+// pre-authorisation off.
 func embeddedBroker(domid uint32) (*broker.Embedded, error) {
 	be, err := openBackend("xen", "/", pci.DefaultStateDir)
 	if err != nil {
@@ -36,7 +37,7 @@ func embeddedBroker(domid uint32) (*broker.Embedded, error) {
 		AuditDir: filepath.Join(embeddedAuditBase, name), StateDir: filepath.Join(embeddedStateBase, name),
 		PCIStateDir: pci.DefaultStateDir}
 	if authz := filepath.Join(defaultBrokerState, broker.AuthorizationsFile); fileExists(authz) {
-		cfg.RequireAuthorization, cfg.AuthorizationsFile = true, authz
+		cfg.AuthorizationsFile = authz
 	}
 	e, err := broker.NewEmbedded(cfg)
 	if err != nil {

@@ -18,82 +18,136 @@ import (
 // a crash leaves either the old or the new set, never a torn one. Only
 // the broker that owns the state directory writes it.
 //
-//	{"v":1,"authorizations":[{"bdf":"0000:03:00.0","domid":7,"since":"2026-11-26T16:00:00Z"}]}
+//	{"v":2,"require_authorization":true,"authorizations":[
+//	  {"bdf":"0000:03:00.0","domid":7,"boot_id":"5f0c…","since":"2026-11-26T16:00:00Z"},
+//	  {"bdf":"0000:04:00.0","name":"sys-net","since":"2026-11-26T16:00:00Z"}]}
+//
+// An authorisation names its domain by domid or by name, never both.
+// A domid-keyed one carries the host's boot_id: domids restart at 1 when
+// the host boots, so one recorded before a reboot names a domain that no
+// longer exists, and is dropped at load instead of being handed to
+// whichever new domain gets that number. A name-keyed one is the site's
+// standing policy for a domain it knows before it exists (xl create with
+// pci=[...], a QubesOS qube): it lasts until withdrawn.
+//
+// require_authorization is the daemon's policy, written by the daemon
+// that owns the file, so that an embedded broker (a launcher that finds
+// no daemon) applies the same rule instead of guessing it. Version 1
+// files (session 2: no policy, no boot_id) still load: their domid-keyed
+// entries cannot be dated, so they are dropped like stale ones, and
+// their policy is "required" (a daemon that kept a file was one that
+// took authorisations).
 
 const (
-	authzVersion = 1
+	authzVersion = 2
 	// AuthorizationsFile is the file's name under Config.StateDir.
 	AuthorizationsFile = "authorizations.json"
 )
 
 // Authorization is one device a domain may receive.
 type Authorization struct {
-	BDF   string    `json:"bdf"`
-	Domid uint32    `json:"domid"`
-	Since time.Time `json:"since"`
+	BDF   string `json:"bdf"`
+	Domid uint32 `json:"domid,omitempty"`
+	Name  string `json:"name,omitempty"`
+	// BootID is the host boot a domid-keyed authorisation belongs to
+	// (/proc/sys/kernel/random/boot_id).
+	BootID string    `json:"boot_id,omitempty"`
+	Since  time.Time `json:"since"`
 	// Session is the live session of the domain holding the device, if
 	// any (control replies only; not stored).
 	Session uint64 `json:"session,omitempty"`
 }
 
+// Domain returns whom a names: its domid or its name.
+func (a Authorization) Domain() Domain { return Domain{ID: a.Domid, Name: a.Name} }
+
 type authzFile struct {
-	V              int             `json:"v"`
-	Authorizations []Authorization `json:"authorizations"`
+	V                    int             `json:"v"`
+	RequireAuthorization *bool           `json:"require_authorization,omitempty"`
+	Authorizations       []Authorization `json:"authorizations"`
+}
+
+// authzSet is what the file holds.
+type authzSet struct {
+	auth map[pci.BDF]Authorization
+	// require is the policy the file records: nil when there is no file.
+	require *bool
+	// stale are the domid-keyed authorisations dropped at load: of
+	// another boot, or undatable (version 1).
+	stale []Authorization
 }
 
 // maxAuthzFile bounds what loadAuthz reads: a file this big was not
 // written by a broker.
 const maxAuthzFile = 4 << 20
 
-// loadAuthz reads the authorization file at path. A missing file is an
-// empty set; anything unreadable, of another version, naming a bad
-// address or one device twice is an error (the broker refuses to start
-// rather than guess which devices were authorised).
-func loadAuthz(path string) (map[pci.BDF]Authorization, error) {
-	out := map[pci.BDF]Authorization{}
+// loadAuthz reads the authorization file at path; bootID is this boot's.
+// A missing file is an empty set; anything unreadable, of an unknown
+// version, naming a bad address, a bad domain or one device twice is an
+// error (the broker refuses to start rather than guess which devices
+// were authorised).
+func loadAuthz(path, bootID string) (authzSet, error) {
 	data, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
-		return out, nil
+		return authzSet{auth: map[pci.BDF]Authorization{}}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("broker: authorizations: %w", err)
+		return authzSet{}, fmt.Errorf("broker: authorizations: %w", err)
 	}
-	return parseAuthz(path, data)
+	return parseAuthz(path, data, bootID)
 }
 
 // parseAuthz decodes the file's contents; path names it in errors.
-func parseAuthz(path string, data []byte) (map[pci.BDF]Authorization, error) {
-	out := map[pci.BDF]Authorization{}
+func parseAuthz(path string, data []byte, bootID string) (authzSet, error) {
+	set := authzSet{auth: map[pci.BDF]Authorization{}}
 	if len(data) > maxAuthzFile {
-		return nil, fmt.Errorf("broker: authorizations %s: %d bytes, more than %d", path, len(data), maxAuthzFile)
+		return authzSet{}, fmt.Errorf("broker: authorizations %s: %d bytes, more than %d", path, len(data), maxAuthzFile)
 	}
 	var f authzFile
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("broker: authorizations %s: %w", path, err)
+		return authzSet{}, fmt.Errorf("broker: authorizations %s: %w", path, err)
 	}
-	if f.V != authzVersion {
-		return nil, fmt.Errorf("broker: authorizations %s: version %d, this build reads %d", path, f.V, authzVersion)
+	switch f.V {
+	case 1:
+		required := true
+		f.RequireAuthorization = &required
+	case authzVersion:
+		if f.RequireAuthorization == nil {
+			return authzSet{}, fmt.Errorf("broker: authorizations %s: no require_authorization", path)
+		}
+	default:
+		return authzSet{}, fmt.Errorf("broker: authorizations %s: version %d, this build reads 1 and %d", path, f.V, authzVersion)
 	}
+	set.require = f.RequireAuthorization
+	seen := map[pci.BDF]Domain{}
 	for _, a := range f.Authorizations {
 		bdf, err := pci.ParseBDF(a.BDF)
 		if err != nil {
-			return nil, fmt.Errorf("broker: authorizations %s: %w", path, err)
+			return authzSet{}, fmt.Errorf("broker: authorizations %s: %w", path, err)
 		}
-		if err := checkDomid(a.Domid); err != nil {
-			return nil, fmt.Errorf("broker: authorizations %s: %s: %w", path, bdf, err)
+		if err := a.Domain().check(); err != nil {
+			return authzSet{}, fmt.Errorf("broker: authorizations %s: %s: %w", path, bdf, err)
 		}
-		if old, dup := out[bdf]; dup {
-			return nil, fmt.Errorf("broker: authorizations %s: %s listed twice (domains %d and %d)", path, bdf, old.Domid, a.Domid)
+		if old, dup := seen[bdf]; dup {
+			return authzSet{}, fmt.Errorf("broker: authorizations %s: %s listed twice (%s and %s)", path, bdf, old, a.Domain())
 		}
+		seen[bdf] = a.Domain()
 		a.BDF, a.Session = bdf.String(), 0
-		out[bdf] = a
+		if a.Name != "" {
+			a.BootID = "" // names outlive boots
+		} else if f.V == 1 || bootID == "" || a.BootID != bootID {
+			set.stale = append(set.stale, a)
+			continue
+		}
+		set.auth[bdf] = a
 	}
-	return out, nil
+	return set, nil
 }
 
-// saveAuthz replaces the file at path with set, durably.
-func saveAuthz(path string, set map[pci.BDF]Authorization) error {
-	f := authzFile{V: authzVersion, Authorizations: sortedAuthz(set)}
+// saveAuthz replaces the file at path with set and the policy require,
+// durably.
+func saveAuthz(path string, set map[pci.BDF]Authorization, require bool) error {
+	f := authzFile{V: authzVersion, RequireAuthorization: &require, Authorizations: sortedAuthz(set)}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("broker: authorizations %s: %w", path, err)
@@ -136,6 +190,9 @@ func sortedAuthz(set map[pci.BDF]Authorization) []Authorization {
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Domid != out[j].Domid {
 			return out[i].Domid < out[j].Domid
+		}
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
 		}
 		return out[i].BDF < out[j].BDF
 	})

@@ -43,7 +43,7 @@ func (r *rig) recordsOf(op string) []*audit.Record {
 
 func listed(t *testing.T, b *Broker, domid uint32) []string {
 	t.Helper()
-	list, err := b.Authorizations(domid, admin)
+	list, err := b.Authorizations(ByDomid(domid), admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,11 +57,11 @@ func listed(t *testing.T, b *Broker, domid uint32) []string {
 func TestAuthorizePersistsAndIsIdempotent(t *testing.T) {
 	r := newRig(t, "")
 	for i := 0; i < 2; i++ { // twice: idempotent
-		if err := r.broker.Authorize(dom, e1000e, admin); err != nil {
+		if err := r.broker.Authorize(ByDomid(dom), e1000e, admin); err != nil {
 			t.Fatalf("authorize #%d: %v", i+1, err)
 		}
 	}
-	if err := r.broker.Authorize(dom+1, other, admin); err != nil {
+	if err := r.broker.Authorize(ByDomid(dom+1), other, admin); err != nil {
 		t.Fatal(err)
 	}
 	r.restart()
@@ -72,14 +72,14 @@ func TestAuthorizePersistsAndIsIdempotent(t *testing.T) {
 		t.Fatalf("after restart, all: %v", got)
 	}
 	data, err := os.ReadFile(filepath.Join(r.dir, "state", AuthorizationsFile))
-	if err != nil || !strings.Contains(string(data), `"v": 1`) {
+	if err != nil || !strings.Contains(string(data), `"v": 2`) {
 		t.Fatalf("file: %v\n%s", err, data)
 	}
 	if _, err := os.Stat(filepath.Join(r.dir, "state", AuthorizationsFile+".tmp")); !os.IsNotExist(err) {
 		t.Fatalf("temporary file left: %v", err)
 	}
 	for i := 0; i < 2; i++ { // the second one deauthorises nothing: fine
-		if err := r.broker.Deauthorize(dom, e1000e, admin); err != nil {
+		if err := r.broker.Deauthorize(ByDomid(dom), e1000e, admin); err != nil {
 			t.Fatalf("deauthorize #%d: %v", i+1, err)
 		}
 	}
@@ -102,15 +102,15 @@ func TestAuthorizePersistsAndIsIdempotent(t *testing.T) {
 
 func TestAuthorizeOneDomainAtATime(t *testing.T) {
 	r := newRig(t, "")
-	if err := r.broker.Authorize(dom, e1000e, admin); err != nil {
+	if err := r.broker.Authorize(ByDomid(dom), e1000e, admin); err != nil {
 		t.Fatal(err)
 	}
-	err := r.broker.Authorize(dom+1, e1000e, admin)
+	err := r.broker.Authorize(ByDomid(dom+1), e1000e, admin)
 	if !errors.Is(err, ErrConflict) || !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "authorized for domain 7") {
 		t.Fatalf("authorize for a second domain: %v", err)
 	}
 	// Nor may the other domain withdraw it.
-	if err := r.broker.Deauthorize(dom+1, e1000e, admin); !errors.Is(err, unix.EBUSY) {
+	if err := r.broker.Deauthorize(ByDomid(dom+1), e1000e, admin); !errors.Is(err, unix.EBUSY) {
 		t.Fatalf("deauthorize by another domain: %v", err)
 	}
 	if got := listed(t, r.broker, dom); len(got) != 1 {
@@ -122,10 +122,10 @@ func TestAuthorizeOneDomainAtATime(t *testing.T) {
 		t.Fatalf("refusal audit: %+v", last)
 	}
 	// Once withdrawn, the other domain may have it.
-	if err := r.broker.Deauthorize(dom, e1000e, admin); err != nil {
+	if err := r.broker.Deauthorize(ByDomid(dom), e1000e, admin); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.broker.Authorize(dom+1, e1000e, admin); err != nil {
+	if err := r.broker.Authorize(ByDomid(dom+1), e1000e, admin); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -143,7 +143,7 @@ func TestAuthorizeRefusesNonsense(t *testing.T) {
 		{dom, pci.BDF{Bus: 0, Dev: 2}, unix.EINVAL}, // a bridge (PCIe root port)
 	}
 	for _, c := range cases {
-		if err := r.broker.Authorize(c.domid, c.bdf, admin); !errors.Is(err, c.errno) {
+		if err := r.broker.Authorize(ByDomid(c.domid), c.bdf, admin); !errors.Is(err, c.errno) {
 			t.Errorf("authorize %d %s: %v, want %v", c.domid, c.bdf, err, c.errno)
 		}
 	}
@@ -154,7 +154,10 @@ func TestAuthorizeRefusesNonsense(t *testing.T) {
 
 func TestAuthorizationsFileRefusedWhenBroken(t *testing.T) {
 	for name, body := range map[string]string{
-		"version":   `{"v":2,"authorizations":[]}`,
+		"version":   `{"v":3,"require_authorization":true,"authorizations":[]}`,
+		"no policy": `{"v":2,"authorizations":[]}`,
+		"both keys": `{"v":2,"require_authorization":true,"authorizations":[{"bdf":"0000:00:04.0","domid":7,"name":"web"}]}`,
+		"bad name":  `{"v":2,"require_authorization":true,"authorizations":[{"bdf":"0000:00:04.0","name":"a b"}]}`,
 		"garbage":   `{"v":1,"authorizations":[`,
 		"bad bdf":   `{"v":1,"authorizations":[{"bdf":"zz","domid":7}]}`,
 		"dom0":      `{"v":1,"authorizations":[{"bdf":"0000:00:04.0","domid":0}]}`,
@@ -165,7 +168,7 @@ func TestAuthorizationsFileRefusedWhenBroken(t *testing.T) {
 			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := loadAuthz(p); err == nil {
+			if _, err := loadAuthz(p, "boot"); err == nil {
 				t.Fatal("accepted")
 			}
 		})
@@ -174,7 +177,7 @@ func TestAuthorizationsFileRefusedWhenBroken(t *testing.T) {
 
 func TestRequireAuthorizationRefusesAttach(t *testing.T) {
 	r := authzRig(t)
-	s, f, err := r.broker.OpenSession(dom, Peer{PID: int32(os.Getpid())})
+	s, f, err := r.broker.OpenSession(dom, "", Peer{PID: int32(os.Getpid())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,13 +195,13 @@ func TestRequireAuthorizationRefusesAttach(t *testing.T) {
 		t.Fatalf("audit of the refusal: %+v", deny)
 	}
 	// Authorised for another domain is no better.
-	if err := r.broker.Authorize(dom+1, e1000e, admin); err != nil {
+	if err := r.broker.Authorize(ByDomid(dom+1), e1000e, admin); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.broker.Attach(s.ID, e1000e, AttachOptions{}); !errors.Is(err, unix.EACCES) || !strings.Contains(err.Error(), "authorized for domain 8") {
 		t.Fatalf("attach of another domain's device: %v", err)
 	}
-	if err := r.broker.Authorize(dom, other, admin); err != nil {
+	if err := r.broker.Authorize(ByDomid(dom), other, admin); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.broker.Attach(s.ID, other, AttachOptions{}); err != nil {
@@ -206,7 +209,7 @@ func TestRequireAuthorizationRefusesAttach(t *testing.T) {
 	}
 	// The authorisation survives a restart and still gates the new broker.
 	r.restart()
-	s2, f2, err := r.broker.OpenSession(dom, Peer{})
+	s2, f2, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,10 +225,10 @@ func TestRequireAuthorizationRefusesAttach(t *testing.T) {
 // Without the switch Attach ignores authorisations.
 func TestAuthorizationOptional(t *testing.T) {
 	r := newRig(t, "")
-	if err := r.broker.Authorize(dom+1, e1000e, admin); err != nil {
+	if err := r.broker.Authorize(ByDomid(dom+1), e1000e, admin); err != nil {
 		t.Fatal(err)
 	}
-	s, f, err := r.broker.OpenSession(dom, Peer{})
+	s, f, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +243,7 @@ func TestAuthorizationOptional(t *testing.T) {
 func TestDeauthorizeDetachesLiveDevice(t *testing.T) {
 	r := authzRig(t)
 	for _, d := range []pci.BDF{e1000e, other} {
-		if err := r.broker.Authorize(dom, d, admin); err != nil {
+		if err := r.broker.Authorize(ByDomid(dom), d, admin); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -256,7 +259,7 @@ func TestDeauthorizeDetachesLiveDevice(t *testing.T) {
 	if err := c.Do(&UpdateMsiIrq{Domid: dom, Gvec: 0x41, Pirq: uint32(msix.Pirq), Gtable: 0xf1000000}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.broker.Deauthorize(dom, e1000e, admin); err != nil {
+	if err := r.broker.Deauthorize(ByDomid(dom), e1000e, admin); err != nil {
 		t.Fatal(err)
 	}
 	if sum := r.fake.State().Summary(); len(sum) != 1 || !strings.HasPrefix(sum[0], "assigned "+other.String()) {
@@ -285,7 +288,7 @@ func TestDeauthorizeDetachesLiveDevice(t *testing.T) {
 		t.Fatalf("re-attach after deauthorize: %v", err)
 	}
 	// The list shows which session holds what.
-	list, err := r.broker.Authorizations(dom, admin)
+	list, err := r.broker.Authorizations(ByDomid(dom), admin)
 	if err != nil || len(list) != 1 || list[0].Session != s.ID {
 		t.Fatalf("authorizations: %+v %v", list, err)
 	}
@@ -301,7 +304,7 @@ func TestControlAuthorize(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer launcher.Shutdown()
-	id, f, err := launcher.Open(dom)
+	id, f, err := launcher.Open(dom, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,27 +316,27 @@ func TestControlAuthorize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := script.Authorize(dom, e1000e); err != nil {
+	if err := script.Authorize(ByDomid(dom), e1000e); err != nil {
 		t.Fatal(err)
 	}
 	script.Shutdown() // a hotplug script exits: the authorisation stays
 	if err := launcher.Attach(id, e1000e, AttachOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := launcher.Authorize(dom+1, e1000e); err == nil || !strings.Contains(err.Error(), "authorized for domain 7") {
+	if err := launcher.Authorize(ByDomid(dom+1), e1000e); err == nil || !strings.Contains(err.Error(), "authorized for domain 7") {
 		t.Fatalf("second domain over control: %v", err)
 	}
-	list, err := launcher.Authorizations(0)
+	list, err := launcher.Authorizations(ByDomid(0))
 	if err != nil || len(list) != 1 || list[0].Session != id || list[0].Domid != dom {
 		t.Fatalf("list: %+v %v", list, err)
 	}
-	if err := launcher.Deauthorize(dom, e1000e); err != nil {
+	if err := launcher.Deauthorize(ByDomid(dom), e1000e); err != nil {
 		t.Fatal(err)
 	}
 	if st := r.fake.State(); !st.Empty() {
 		t.Fatalf("deauthorize over control left %v", st.Summary())
 	}
-	if list, err := launcher.Authorizations(dom); err != nil || len(list) != 0 {
+	if list, err := launcher.Authorizations(ByDomid(dom)); err != nil || len(list) != 0 {
 		t.Fatalf("list after: %+v %v", list, err)
 	}
 }
@@ -342,24 +345,24 @@ func TestControlAuthorize(t *testing.T) {
 // device that is not authorised (Attach and Deauthorize serialise).
 func TestDeauthorizeRacingAttach(t *testing.T) {
 	r := authzRig(t)
-	s, f, err := r.broker.OpenSession(dom, Peer{})
+	s, f, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	for i := 0; i < 50; i++ {
-		if err := r.broker.Authorize(dom, e1000e, admin); err != nil {
+		if err := r.broker.Authorize(ByDomid(dom), e1000e, admin); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 2)
 		go func() { done <- r.broker.Attach(s.ID, e1000e, AttachOptions{}) }()
-		go func() { done <- r.broker.Deauthorize(dom, e1000e, admin) }()
+		go func() { done <- r.broker.Deauthorize(ByDomid(dom), e1000e, admin) }()
 		for j := 0; j < 2; j++ {
 			if err := <-done; err != nil && !errors.Is(err, unix.EACCES) {
 				t.Fatalf("round %d: %v", i, err)
 			}
 		}
-		_, held := r.broker.holder(dom, e1000e)
+		_, held := r.broker.holder(ByDomid(dom), e1000e)
 		authorized := len(listed(t, r.broker, dom)) == 1
 		if held && !authorized {
 			t.Fatalf("round %d: session holds a withdrawn device", i)
@@ -368,7 +371,7 @@ func TestDeauthorizeRacingAttach(t *testing.T) {
 			t.Fatalf("round %d: backend assigned=%v, session holds=%v", i, assigned, held)
 		}
 		if held {
-			if err := r.broker.Deauthorize(dom, e1000e, admin); err != nil {
+			if err := r.broker.Deauthorize(ByDomid(dom), e1000e, admin); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -385,7 +388,7 @@ func TestAuthorizationsEndWithSession(t *testing.T) {
 		domid uint32
 		bdf   pci.BDF
 	}{{dom, e1000e}, {dom + 1, other}} {
-		if err := r.broker.Authorize(a.domid, a.bdf, admin); err != nil {
+		if err := r.broker.Authorize(ByDomid(a.domid), a.bdf, admin); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -433,7 +436,7 @@ func TestAuthorizationsEndWithSession(t *testing.T) {
 func TestEmbeddedLeavesDaemonAuthorizations(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, AuthorizationsFile)
-	body := []byte(`{"v":1,"authorizations":[{"bdf":"0000:00:04.0","domid":7,"since":"2026-11-26T00:00:00Z"}]}`)
+	body := []byte(`{"v":2,"require_authorization":true,"authorizations":[{"bdf":"0000:00:04.0","domid":7,"boot_id":"` + currentBootID() + `","since":"2026-11-26T00:00:00Z"}]}`)
 	if err := os.WriteFile(file, body, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +451,7 @@ func TestEmbeddedLeavesDaemonAuthorizations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Shutdown()
-	id, f, err := e.Open(dom)
+	id, f, err := e.Open(dom, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,9 +58,14 @@ type Config struct {
 	// only recorded.
 	RequireAuthorization bool
 	// AuthorizationsFile is where authorisations persist; empty:
-	// StateDir/authorizations.json. An embedded broker points it at the
-	// daemon's file to honour the site's authorisations.
+	// StateDir/authorizations.json, which this broker owns and writes
+	// (with its policy, at start and on every change). An embedded
+	// broker points it at the daemon's file to honour the site's
+	// authorisations and policy: authorisation is then required if
+	// either RequireAuthorization or the daemon's file says so.
 	AuthorizationsFile string
+	// BootID overrides this boot's id (tests); empty: the kernel's.
+	BootID string
 }
 
 // Sentinel errors of the control API.
@@ -81,8 +86,10 @@ type Broker struct {
 	owner    map[pci.BDF]uint64 // device → session holding it (global exclusivity)
 	nextID   uint64
 
-	authMu sync.Mutex // outermost: held by Attach and (de)authorisation (authz.go)
-	auth   map[pci.BDF]Authorization
+	authMu  sync.Mutex // outermost: held by Attach and (de)authorisation (authz.go)
+	auth    map[pci.BDF]Authorization
+	require bool   // effective policy (Config.RequireAuthorization, or the daemon's file's)
+	bootID  string // stamped on domid-keyed authorisations
 }
 
 // New checks cfg, finishes what a killed broker left (Recover) and
@@ -112,7 +119,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.nextID = last
-	if b.auth, err = loadAuthz(b.authzPath()); err != nil {
+	if err := b.loadAuthz(); err != nil {
 		return nil, err
 	}
 	if err := b.recover(); err != nil {
@@ -137,14 +144,28 @@ func (b *Broker) event(s *Session, op, args string) {
 	}
 }
 
-// OpenSession creates the session of domain domid and returns the client
+// OpenSession creates the session of domain domid (called name, if the
+// launcher knows it; "" otherwise) and returns the client
 // end of its socket. The caller owns the returned file: hand it to the
 // device model (SCM_RIGHTS or fd inheritance) and close its own copy.
-func (b *Broker) OpenSession(domid uint32, peer Peer) (*Session, *os.File, error) {
+func (b *Broker) OpenSession(domid uint32, name string, peer Peer) (*Session, *os.File, error) {
+	if name != "" {
+		if err := CheckDomainName(name); err != nil {
+			return nil, nil, fmt.Errorf("broker: open: %w", err)
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if old, ok := b.byDomid[domid]; ok {
 		return nil, nil, fmt.Errorf("%w: domain %d has session %d", ErrConflict, domid, old.ID)
+	}
+	// Xen keeps names unique among live domains; a second session
+	// claiming a live one's name is not a domain, and would match the
+	// name's authorisations.
+	for _, old := range b.byDomid {
+		if name != "" && old.Name == name {
+			return nil, nil, fmt.Errorf("%w: domain %d (session %d) is called %q", ErrConflict, old.Domid, old.ID, name)
+		}
 	}
 	id, err := b.allocID()
 	if err != nil {
@@ -167,11 +188,15 @@ func (b *Broker) OpenSession(domid uint32, peer Peer) (*Session, *os.File, error
 		cli.Close()
 		return nil, nil, err
 	}
-	s := &Session{b: b, ID: id, Domid: domid, Peer: peer, conn: conn, devs: map[pci.BDF]*sessionDevice{}, journal: j, done: make(chan struct{})}
+	s := &Session{b: b, ID: id, Domid: domid, Name: name, Peer: peer, conn: conn, devs: map[pci.BDF]*sessionDevice{}, journal: j, done: make(chan struct{})}
 	b.sessions[id] = s
 	b.byDomid[domid] = s
 	b.serving[s] = true
-	b.event(s, "session_open", fmt.Sprintf("domid=%d", domid))
+	args := fmt.Sprintf("domid=%d", domid)
+	if name != "" {
+		args += " name=" + name
+	}
+	b.event(s, "session_open", args)
 	go func() {
 		s.serve()
 		b.mu.Lock()
@@ -209,6 +234,7 @@ func (b *Broker) session(id uint64) (*Session, error) {
 type SessionInfo struct {
 	ID      uint64   `json:"id"`
 	Domid   uint32   `json:"domid"`
+	Name    string   `json:"name,omitempty"`
 	Peer    Peer     `json:"peer"`
 	Devices []string `json:"devices"`
 	Live    []string `json:"live"`
@@ -225,7 +251,7 @@ func (b *Broker) Sessions() []SessionInfo {
 	var out []SessionInfo
 	for _, s := range ss {
 		s.mu.Lock()
-		si := SessionInfo{ID: s.ID, Domid: s.Domid, Peer: s.Peer}
+		si := SessionInfo{ID: s.ID, Domid: s.Domid, Name: s.Name, Peer: s.Peer}
 		for _, sd := range s.sortedDevs() {
 			si.Devices = append(si.Devices, sd.dev.BDF.String())
 		}

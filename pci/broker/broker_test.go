@@ -204,7 +204,7 @@ func TestAdversarial(t *testing.T) {
 
 func TestBeforeHelloAndAfterClose(t *testing.T) {
 	r := newRig(t, "")
-	s, f, err := r.broker.OpenSession(dom, Peer{})
+	s, f, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestBeforeHelloAndAfterClose(t *testing.T) {
 		}
 	}
 	// The device is free again: another domain may take it.
-	s2, f2, err := r.broker.OpenSession(dom+1, Peer{})
+	s2, f2, err := r.broker.OpenSession(dom+1, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestBeforeHelloAndAfterClose(t *testing.T) {
 func TestDeviceExclusiveAndOneSessionPerDomain(t *testing.T) {
 	r := newRig(t, "")
 	r.session(dom, e1000e)
-	s2, f2, err := r.broker.OpenSession(dom+1, Peer{})
+	s2, f2, err := r.broker.OpenSession(dom+1, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestDeviceExclusiveAndOneSessionPerDomain(t *testing.T) {
 	if err := r.broker.Attach(s2.ID, e1000e, AttachOptions{}); err == nil {
 		t.Fatal("a device was attached to two sessions")
 	}
-	if _, _, err := r.broker.OpenSession(dom, Peer{}); err == nil {
+	if _, _, err := r.broker.OpenSession(dom, "", Peer{}); err == nil {
 		t.Fatal("two sessions for one domain")
 	}
 }
@@ -319,7 +319,7 @@ func TestAuditFailureClosesSession(t *testing.T) {
 // one session for good.
 func TestSessionIDsSurviveRestart(t *testing.T) {
 	r := newRig(t, "")
-	s1, f1, err := r.broker.OpenSession(dom, Peer{})
+	s1, f1, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func TestSessionIDsSurviveRestart(t *testing.T) {
 	r.waitGone(s1)
 	r.stop()
 	r.start()
-	s2, f2, err := r.broker.OpenSession(dom, Peer{})
+	s2, f2, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func TestCClient(t *testing.T) {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	r := newRig(t, "")
-	s, f, err := r.broker.OpenSession(dom, Peer{})
+	s, f, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}

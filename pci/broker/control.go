@@ -19,7 +19,7 @@ import (
 //
 //	launcher                                  broker daemon
 //	   connect /run/dmsandbox/broker.sock ──▶ accept; SO_PEERCRED: uid 0 or refuse
-//	   {"op":"open","domid":7}            ──▶ socketpair; session 3
+//	   {"op":"open","domid":7,"name":"web"} ──▶ socketpair; session 3
 //	                                      ◀── {"ok":true,"session":3} + SCM_RIGHTS(fd)
 //	   {"op":"attach","session":3,"bdf":"0000:03:00.0","grant":{...}} ──▶
 //	                                      ◀── {"ok":true}
@@ -30,14 +30,15 @@ import (
 // may attach, detach or close them, and when it ends (the launcher
 // exited or was killed) its sessions are closed and undone.
 //
-// Pre-authorisation is keyed by domid, not by session, and outlives
-// connections and broker restarts (authz.go):
+// Pre-authorisation is keyed by domid or by domain name, not by session,
+// and outlives connections and broker restarts (authz.go):
 //
 //	hotplug script / admin                    broker daemon
 //	   {"op":"authorize","domid":7,"bdf":"0000:03:00.0"}   ──▶ stored (fsync'd), audited
 //	                                      ◀── {"ok":true}
+//	   {"op":"authorize","name":"web","bdf":"0000:04:00.0"} ──▶ for the domain called web, now or later
 //	   {"op":"deauthorize","domid":7,"bdf":"0000:03:00.0"} ──▶ dropped; detached if dom 7's session holds it
-//	   {"op":"authorizations","domid":7}  ──▶ (domid 0 or absent: all)
+//	   {"op":"authorizations","domid":7}  ──▶ (neither domid nor name: all)
 //	                                      ◀── {"ok":true,"authorizations":[...]}
 
 // DefaultControlSocket is where the daemon listens.
@@ -47,6 +48,7 @@ const DefaultControlSocket = "/run/dmsandbox/broker.sock"
 type ControlRequest struct {
 	Op      string         `json:"op"` // open, attach, detach, close, list, authorize, deauthorize, authorizations
 	Domid   uint32         `json:"domid,omitempty"`
+	Name    string         `json:"name,omitempty"` // open: the domain's name; authz ops: instead of domid
 	Session uint64         `json:"session,omitempty"`
 	BDF     string         `json:"bdf,omitempty"`
 	Options *AttachOptions `json:"options,omitempty"`
@@ -180,7 +182,7 @@ func (b *Broker) control(req ControlRequest, peer Peer, owned map[uint64]bool) (
 	}
 	switch req.Op {
 	case "open":
-		s, f, err := b.OpenSession(req.Domid, peer)
+		s, f, err := b.OpenSession(req.Domid, req.Name, peer)
 		if err != nil {
 			return fail(err)
 		}

@@ -4,11 +4,12 @@ import (
 	"github.com/dmsandbox/dmsandbox/pci"
 )
 
-// controlAuthz answers the domid-keyed control ops (authz.go). Any root
-// control connection may use them: they hold no session.
+// controlAuthz answers the authorisation control ops (authz.go). Any
+// root control connection may use them: they hold no session.
 func (b *Broker) controlAuthz(req ControlRequest, peer Peer) ControlReply {
+	d := Domain{ID: req.Domid, Name: req.Name}
 	if req.Op == "authorizations" {
-		list, err := b.Authorizations(req.Domid, peer)
+		list, err := b.Authorizations(d, peer)
 		if err != nil {
 			return ControlReply{Error: err.Error()}
 		}
@@ -19,9 +20,9 @@ func (b *Broker) controlAuthz(req ControlRequest, peer Peer) ControlReply {
 		return ControlReply{Error: err.Error()}
 	}
 	if req.Op == "authorize" {
-		err = b.Authorize(req.Domid, bdf, peer)
+		err = b.Authorize(d, bdf, peer)
 	} else {
-		err = b.Deauthorize(req.Domid, bdf, peer)
+		err = b.Deauthorize(d, bdf, peer)
 	}
 	if err != nil {
 		return ControlReply{Error: err.Error()}
@@ -29,21 +30,22 @@ func (b *Broker) controlAuthz(req ControlRequest, peer Peer) ControlReply {
 	return ControlReply{OK: true}
 }
 
-// Authorize asks the daemon to let domain domid receive bdf (idempotent).
-func (c *ControlClient) Authorize(domid uint32, bdf pci.BDF) error {
-	_, _, err := c.call(ControlRequest{Op: "authorize", Domid: domid, BDF: bdf.String()})
+// Authorize asks the daemon to let domain d receive bdf (idempotent).
+func (c *ControlClient) Authorize(d Domain, bdf pci.BDF) error {
+	_, _, err := c.call(ControlRequest{Op: "authorize", Domid: d.ID, Name: d.Name, BDF: bdf.String()})
 	return err
 }
 
-// Deauthorize asks the daemon to withdraw bdf from domain domid,
-// detaching it if the domain's session holds it (idempotent).
-func (c *ControlClient) Deauthorize(domid uint32, bdf pci.BDF) error {
-	_, _, err := c.call(ControlRequest{Op: "deauthorize", Domid: domid, BDF: bdf.String()})
+// Deauthorize asks the daemon to withdraw bdf from domain d, detaching
+// it if the domain's session holds it (idempotent).
+func (c *ControlClient) Deauthorize(d Domain, bdf pci.BDF) error {
+	_, _, err := c.call(ControlRequest{Op: "deauthorize", Domid: d.ID, Name: d.Name, BDF: bdf.String()})
 	return err
 }
 
-// Authorizations lists the daemon's authorisations of domid (0: all).
-func (c *ControlClient) Authorizations(domid uint32) ([]Authorization, error) {
-	rep, _, err := c.call(ControlRequest{Op: "authorizations", Domid: domid})
+// Authorizations lists the daemon's authorisations of domain d (the zero
+// Domain: all).
+func (c *ControlClient) Authorizations(d Domain) ([]Authorization, error) {
+	rep, _, err := c.call(ControlRequest{Op: "authorizations", Domid: d.ID, Name: d.Name})
 	return rep.Authorizations, err
 }

@@ -15,9 +15,10 @@ import (
 // Controller is what the launcher needs from a broker, whether a daemon
 // (ControlClient) or embedded in its own process (Embedded).
 type Controller interface {
-	// Open creates the session of domid and returns its id and the client
-	// end of the session socket (caller owns the file).
-	Open(domid uint32) (uint64, *os.File, error)
+	// Open creates the session of domid, called name ("": unknown), and
+	// returns its id and the client end of the session socket (caller
+	// owns the file).
+	Open(domid uint32, name string) (uint64, *os.File, error)
 	Attach(session uint64, bdf pci.BDF, o AttachOptions) error
 	Detach(session uint64, bdf pci.BDF) error
 	Close(session uint64) error
@@ -82,8 +83,8 @@ func (c *ControlClient) call(req ControlRequest) (ControlReply, *os.File, error)
 }
 
 // Open implements Controller.
-func (c *ControlClient) Open(domid uint32) (uint64, *os.File, error) {
-	rep, f, err := c.call(ControlRequest{Op: "open", Domid: domid})
+func (c *ControlClient) Open(domid uint32, name string) (uint64, *os.File, error) {
+	rep, f, err := c.call(ControlRequest{Op: "open", Domid: domid, Name: name})
 	if err != nil {
 		return 0, nil, err
 	}

@@ -38,7 +38,7 @@ func TestControlChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, f, err := cc.Open(dom)
+	id, f, err := cc.Open(dom, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestControlChannel(t *testing.T) {
 		t.Fatalf("close left %v", st.Summary())
 	}
 	// A launcher that dies takes its sessions with it.
-	id2, f2, err := cc.Open(dom + 1)
+	id2, f2, err := cc.Open(dom+1, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestHelperControlClient(t *testing.T) {
 		fmt.Println("DIAL:", err)
 		os.Exit(0)
 	}
-	if _, _, err := cc.Open(dom); err != nil {
+	if _, _, err := cc.Open(dom, ""); err != nil {
 		fmt.Println("REFUSED:", err)
 		os.Exit(0)
 	}
@@ -224,7 +224,7 @@ func TestConnectPrefersDaemon(t *testing.T) {
 	if _, ok := c.(*ControlClient); !ok {
 		t.Fatalf("daemon listening: got %T", c)
 	}
-	id, f, err := c.Open(dom)
+	id, f, err := c.Open(dom, "")
 	if err != nil || id == 0 {
 		t.Fatal(err)
 	}

@@ -77,8 +77,8 @@ func NewEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 func (e *Embedded) Audit() *audit.Log { return e.log }
 
 // Open implements Controller; the peer is this process.
-func (e *Embedded) Open(domid uint32) (uint64, *os.File, error) {
-	s, f, err := e.OpenSession(domid, Peer{PID: int32(os.Getpid()), UID: uint32(os.Getuid())})
+func (e *Embedded) Open(domid uint32, name string) (uint64, *os.File, error) {
+	s, f, err := e.OpenSession(domid, name, Peer{PID: int32(os.Getpid()), UID: uint32(os.Getuid())})
 	if err != nil {
 		return 0, nil, err
 	}

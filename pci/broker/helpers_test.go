@@ -49,6 +49,8 @@ type rig struct {
 	durable bool
 	// requireAuthz starts the broker with Config.RequireAuthorization.
 	requireAuthz bool
+	// bootID starts the broker with Config.BootID ("": the kernel's).
+	bootID string
 }
 
 func newRig(t testing.TB, root string) *rig {
@@ -75,7 +77,7 @@ func (r *rig) start() {
 	}
 	r.broker, err = New(Config{Backend: r.fake, Sysfs: pci.NewSysfs(r.root), Audit: r.audit,
 		StateDir: filepath.Join(r.dir, "state"), AllowFake: true, Logger: log.New(io.Discard, "", 0),
-		RequireAuthorization: r.requireAuthz})
+		RequireAuthorization: r.requireAuthz, BootID: r.bootID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func (r *rig) stop() {
 // session opens a session for domid with devs attached and says hello.
 func (r *rig) session(domid uint32, devs ...pci.BDF) (*Session, *Client) {
 	r.t.Helper()
-	s, f, err := r.broker.OpenSession(domid, Peer{PID: int32(os.Getpid())})
+	s, f, err := r.broker.OpenSession(domid, "", Peer{PID: int32(os.Getpid())})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func helperBroker(dir string) {
 		fmt.Println("ERR", err)
 		return
 	}
-	s, f, err := b.OpenSession(dom, Peer{})
+	s, f, err := b.OpenSession(dom, "", Peer{})
 	if err != nil {
 		fmt.Println("ERR", err)
 		return
@@ -186,7 +186,7 @@ func TestKillBrokerRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The device can be used again.
-	s, f, err := b.OpenSession(dom, Peer{})
+	s, f, err := b.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestKillBrokerRecovers(t *testing.T) {
 // SIGKILL the device model: the broker sees EOF and undoes the session.
 func TestKillClientUndoes(t *testing.T) {
 	r := newRig(t, "")
-	s, f, err := r.broker.OpenSession(dom, Peer{})
+	s, f, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,7 +111,7 @@ func (r *ownerRig) audited(t *testing.T, why string) bool {
 
 func (r *ownerRig) open(t *testing.T, domid uint32, devs ...pci.BDF) (*Session, *Client) {
 	t.Helper()
-	s, f, err := r.broker.OpenSession(domid, Peer{PID: int32(os.Getpid())})
+	s, f, err := r.broker.OpenSession(domid, "", Peer{PID: int32(os.Getpid())})
 	if err != nil {
 		t.Fatal(err)
 	}

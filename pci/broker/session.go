@@ -27,7 +27,10 @@ type Session struct {
 	b     *Broker
 	ID    uint64
 	Domid uint32
-	Peer  Peer
+	// Name is the domain's name as the launcher gave it (libxl's -name),
+	// "" if none: name-keyed authorisations match on it.
+	Name string
+	Peer Peer
 
 	conn *packetConn // broker end of the session socket; owned, closed by serve
 

@@ -124,7 +124,7 @@ func shimScenario(t *testing.T, bin string, env []string) {
 	if err := c2.Do(&MapPirq{Domid: dom + 1, Index: 11, Pirq: -1}, &theirs); err != nil {
 		t.Fatal(err)
 	}
-	s, f, err := r.broker.OpenSession(dom, Peer{})
+	s, f, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +448,7 @@ func TestShimFiles(t *testing.T) {
 	bin := buildShim(t)
 	root := openFileTree(t)
 	r := newRig(t, root)
-	s, f, err := r.broker.OpenSession(dom, Peer{})
+	s, f, err := r.broker.OpenSession(dom, "", Peer{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func TestInRig(t *testing.T) {
 	}
 	defer dm.Process.Kill()
 
-	id, f, err := e.Open(1)
+	id, f, err := e.Open(1, "")
 	if err != nil {
 		t.Fatal(err)
 	}
