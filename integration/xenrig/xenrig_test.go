@@ -13,9 +13,9 @@ import (
 // whose device_model_override is dmsandbox, with PCI passthrough through
 // the broker (docs/libxl.md, "Xen rig", has the table): hvm1 plain with
 // VNC and an edu the guest enables MSI on (embedded broker), hvm2
-// dm_restrict=1 with an e1000e (embedded), hvm3 dm_restrict=1 with both
-// (the daemon), hvm4 hot-adding with pre-authorisation mandatory through
-// contrib/xen/dmsandbox-pci:
+// dm_restrict=1 with an e1000e (embedded), then a daemon requiring
+// pre-authorisation: hvm3 dm_restrict=1 with both, authorised by name
+// before it exists, hvm4 hot-adding through contrib/xen/dmsandbox-pci:
 // the guest runs hvmloader/SeaBIOS, QEMU is confined (checked from dom0),
 // and `xl destroy` leaves no process and no run directory. Opt-in: it
 // needs up to two TCG boots of Xen (RIGS.md: 15-90 s each).
@@ -259,24 +259,33 @@ PCIDEVS=$BDF2 PCI=embedded guest hvm2 'dm_restrict = 1
 pci = [ "'$BDF2'" ]'
 [ -S /run/dmsandbox/broker.sock ] && fail "a broker socket appeared (embedded must not listen)"
 
-$DMSANDBOX broker run --backend xen > $RIG_OUT/broker.log 2>&1 &
-BROKER_PID=$!
+# The daemon requires pre-authorisation from here on. hvm3 is created
+# with pci=[...]: libxl's device_add comes before anyone could know its
+# domid, so the site authorises by name (dmsandbox attach --domain); DM
+# mode gives the broker libxl's -name when it opens the session.
+$DMSANDBOX broker run --backend xen --require-authorization > $RIG_OUT/broker.log 2>&1 &
 for i in $(seq 1 100); do [ -S /run/dmsandbox/broker.sock ] && break; sleep 0.1; done
 [ -S /run/dmsandbox/broker.sock ] || { cat $RIG_OUT/broker.log; fail "broker daemon"; }
-ok "broker daemon (xen backend) listening"
+grep -q '"require_authorization": true' /var/lib/dmsandbox/broker/authorizations.json || fail "the daemon did not write its policy down"
+ok "broker daemon (xen backend, --require-authorization) listening, policy written for embedded brokers"
+for d in $BDF $BDF2; do $DMSANDBOX attach --domain hvm3 --device $d || fail "attach --domain hvm3 --device $d"; done
+ok "hvm3's devices authorised by name before the domain exists"
 PCIDEVS="$BDF $BDF2" PCI=daemon guest hvm3 'dm_restrict = 1
 pci = [ "'$BDF'", "'$BDF2'" ]'
+audit | grep -q " session_open .*name=hvm3" || fail "hvm3: the session was not opened with the domain's name"
+ok "hvm3: passthrough at create under --require-authorization, authorised by name"
+# The name's authorisations are the site's standing policy: they outlive
+# the domain, until withdrawn (hvm4 below needs the edu).
+[ "$($DMSANDBOX attach --list --domain hvm3 | sed 1d | wc -l)" = 2 ] || fail "hvm3's authorisations did not outlive the domain"
+for d in $BDF $BDF2; do $DMSANDBOX detach --domain hvm3 --device $d || fail "detach --domain hvm3 --device $d"; done
+[ -z "$($DMSANDBOX attach --list | sed 1d)" ] || fail "authorisations left after detach --domain"
+ok "hvm3's authorisations outlived it and were withdrawn by name"
 
-# Hot-add with pre-authorisation mandatory: the broker restarted with
-# --require-authorization; libxl's device_add of a device the site did
-# not authorise for the domain is refused (and audited), the site's
-# hotplug script (contrib/xen/dmsandbox-pci) authorises and attaches,
-# and its detach withdraws the device from the live session.
-kill $BROKER_PID; wait $BROKER_PID 2>/dev/null
-$DMSANDBOX broker run --backend xen --require-authorization > $RIG_OUT/broker-authz.log 2>&1 &
-BROKER_PID=$!
-for i in $(seq 1 100); do [ -S /run/dmsandbox/broker.sock ] && break; sleep 0.1; done
-[ -S /run/dmsandbox/broker.sock ] || { cat $RIG_OUT/broker-authz.log; fail "broker daemon --require-authorization"; }
+# Hot-add with pre-authorisation mandatory: libxl's device_add of a
+# device the site did not authorise for the domain is refused (and
+# audited), the site's hotplug script (contrib/xen/dmsandbox-pci)
+# authorises and attaches, and its detach withdraws the device from the
+# live session.
 pci_hotplug() { # name domid
 	$XB/xl pci-attach $2 $BDF > /run/xl-unauth.log 2>&1 && fail "$1: an unauthorised hot-add went through"
 	audit | grep " dom$2 " | grep -q " attach  *deny  *EACCES" || { tail -5 /run/xl-unauth.log; fail "$1: no refused attach in the audit log"; }
