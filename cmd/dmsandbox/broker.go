@@ -100,6 +100,7 @@ func brokerRun(args []string) int {
 	syslogCopy := fs.Bool("syslog", false, "copy audit records to syslog")
 	buffered := fs.Bool("buffered-audit", false, "do not fsync each audit record before replying (unsafe)")
 	requireAuthz := fs.Bool("require-authorization", false, "refuse to attach a device not pre-authorised for the domain (dmsandbox attach)")
+	lockDir := fs.String("lock-dir", broker.DefaultLockDir, "device locks shared with DM mode's embedded brokers (one device, one session, across processes)")
 	seccompLog := fs.Bool("seccomp-log", false, "log instead of kill on calls the broker profile does not allow (discovery only)")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
@@ -124,7 +125,7 @@ func brokerRun(args []string) int {
 	}
 	defer al.Close()
 	b, err := broker.New(broker.Config{Backend: be, Sysfs: pci.NewSysfs(*root), Audit: al, StateDir: *stateDir,
-		Records: &pci.State{Dir: *pciState}, RequireAuthorization: *requireAuthz})
+		Records: &pci.State{Dir: *pciState}, RequireAuthorization: *requireAuthz, LockDir: *lockDir})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmsandbox broker:", err)
 		return ExitConfig

@@ -35,7 +35,7 @@ func embeddedBroker(domid uint32) (*broker.Embedded, error) {
 	name := dmargv.SandboxName(int(domid))
 	cfg := broker.EmbeddedConfig{Backend: be, SysfsRoot: "/",
 		AuditDir: filepath.Join(embeddedAuditBase, name), StateDir: filepath.Join(embeddedStateBase, name),
-		PCIStateDir: pci.DefaultStateDir}
+		PCIStateDir: pci.DefaultStateDir, LockDir: broker.DefaultLockDir}
 	if authz := filepath.Join(defaultBrokerState, broker.AuthorizationsFile); fileExists(authz) {
 		cfg.AuthorizationsFile = authz
 	}

@@ -37,5 +37,6 @@ func TestMain(m *testing.M) {
 func testDaemonArgs(dir string) []string {
 	return []string{"run", "--backend", "vfio", "--sysfs-root", capturedTree,
 		"--socket", filepath.Join(dir, "run", "broker.sock"), "--audit-dir", filepath.Join(dir, "audit"),
-		"--state-dir", filepath.Join(dir, "state"), "--pci-state-dir", filepath.Join(dir, "pci")}
+		"--state-dir", filepath.Join(dir, "state"), "--pci-state-dir", filepath.Join(dir, "pci"),
+		"--lock-dir", filepath.Join(dir, "locks")}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/dmsandbox/dmsandbox/pci"
 	"github.com/dmsandbox/dmsandbox/pci/backend"
@@ -40,6 +41,10 @@ func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
 		b.mu.Unlock()
 		return fmt.Errorf("%w: %s is attached to session %d (or its files are open there)", ErrConflict, bdf, other)
 	}
+	if err := b.locks.acquire(bdf, fmt.Sprintf("pid %d, session %d, domain %d", os.Getpid(), id, s.Domid)); err != nil {
+		b.mu.Unlock()
+		return err
+	}
 	b.owner[bdf] = id
 	b.mu.Unlock()
 	// owned by this session already: attached (refused below) or
@@ -52,7 +57,7 @@ func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
 	fail := func(err error) error {
 		if !reserved {
 			b.mu.Lock()
-			delete(b.owner, bdf)
+			b.disown(bdf)
 			b.mu.Unlock()
 		}
 		b.event(s, "attach", fmt.Sprintf("bdf=%s failed: %v", bdf, err))
@@ -96,6 +101,13 @@ func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
 	return nil
 }
 
+// disown frees bdf for any session, of this broker or another. Called
+// with b.mu held.
+func (b *Broker) disown(bdf pci.BDF) {
+	delete(b.owner, bdf)
+	b.locks.release(bdf)
+}
+
 // Detach takes bdf away from session id: undoes everything the session
 // did with it (mappings in its BARs, its pirqs and bindings), resets it
 // and returns it to quarantine.
@@ -128,7 +140,7 @@ func (b *Broker) Detach(id uint64, bdf pci.BDF) error {
 	s.mu.Unlock()
 	if !handed {
 		b.mu.Lock()
-		delete(b.owner, sd.dev.BDF)
+		b.disown(sd.dev.BDF)
 		b.mu.Unlock()
 	} else {
 		// Its files are still open in this session's device model:

@@ -66,6 +66,10 @@ type Config struct {
 	AuthorizationsFile string
 	// BootID overrides this boot's id (tests); empty: the kernel's.
 	BootID string
+	// LockDir holds the device locks that keep a device to one session
+	// across broker processes (devlock.go; DefaultLockDir in
+	// production). Empty: exclusivity within this broker only.
+	LockDir string
 }
 
 // Sentinel errors of the control API.
@@ -84,6 +88,7 @@ type Broker struct {
 	sessions map[uint64]*Session
 	byDomid  map[uint32]*Session
 	owner    map[pci.BDF]uint64 // device → session holding it (global exclusivity)
+	locks    devLocks           // the owned devices' cross-process locks, kept with owner
 	nextID   uint64
 
 	authMu  sync.Mutex // outermost: held by Attach and (de)authorisation (authz.go)
@@ -113,7 +118,8 @@ func New(cfg Config) (*Broker, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{cfg: cfg, serving: map[*Session]bool{}, sessions: map[uint64]*Session{}, byDomid: map[uint32]*Session{}, owner: map[pci.BDF]uint64{}}
+	b := &Broker{cfg: cfg, serving: map[*Session]bool{}, sessions: map[uint64]*Session{}, byDomid: map[uint32]*Session{}, owner: map[pci.BDF]uint64{},
+		locks: devLocks{dir: cfg.LockDir}}
 	last, err := loadLastID(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -273,7 +279,7 @@ func (b *Broker) forget(s *Session, why string) {
 	}
 	for bdf, id := range b.owner {
 		if id == s.ID {
-			delete(b.owner, bdf)
+			b.disown(bdf)
 		}
 	}
 	b.mu.Unlock()

@@ -31,6 +31,8 @@ type EmbeddedConfig struct {
 	// /var/lib/dmsandbox/broker/authorizations.json) once, at start.
 	RequireAuthorization bool
 	AuthorizationsFile   string
+	// LockDir: Config's (the daemon's, so that both exclude each other).
+	LockDir string
 }
 
 // Embedded is a broker in the launcher's own process: the same code as the
@@ -65,7 +67,7 @@ func NewEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	b, err := New(Config{Backend: cfg.Backend, Sysfs: pci.NewSysfs(cfg.SysfsRoot), Audit: al, StateDir: cfg.StateDir,
 		Records: records, AllowFake: cfg.AllowFake,
-		RequireAuthorization: cfg.RequireAuthorization, AuthorizationsFile: cfg.AuthorizationsFile})
+		RequireAuthorization: cfg.RequireAuthorization, AuthorizationsFile: cfg.AuthorizationsFile, LockDir: cfg.LockDir})
 	if err != nil {
 		al.Close()
 		return nil, err

@@ -1,0 +1,84 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dmsandbox/dmsandbox/pci"
+	"golang.org/x/sys/unix"
+)
+
+// Device locks: one device, one session, across broker processes. The
+// owner table (Broker.owner) makes a device exclusive within one broker;
+// but a launcher that finds no daemon runs its own embedded broker, so
+// two brokers can run at once (one started while the other restarts).
+// Each device a session owns is therefore also held as an flock(2) on
+// LockDir/DDDD:BB:DD.F.lock: the kernel drops it when the holder closes
+// it or dies, so a killed broker never leaves a device locked, and a
+// second broker's attach of a held device fails (EBUSY) naming the
+// holder. LockDir lives on a tmpfs (/run): locks mean nothing across
+// boots.
+//
+// A restarted broker's recovery undoes what its killed predecessor's
+// journal lists without taking these locks: a device the killed broker
+// held stayed assigned to that domain in the backend (nothing released
+// it), so no other broker could have been given it meanwhile.
+
+// DefaultLockDir is where the daemon and DM mode's embedded brokers
+// keep their device locks.
+const DefaultLockDir = "/run/dmsandbox/devices"
+
+type devLocks struct {
+	dir  string // "" : no cross-process locking
+	held map[pci.BDF]*os.File
+}
+
+// acquire takes bdf's lock for holder (a description written into the
+// file for whoever is refused next). Called with b.mu held.
+func (l *devLocks) acquire(bdf pci.BDF, holder string) error {
+	if l.dir == "" {
+		return nil
+	}
+	if _, ok := l.held[bdf]; ok {
+		return nil
+	}
+	if err := os.MkdirAll(l.dir, 0o700); err != nil {
+		return fmt.Errorf("broker: device lock %s: %w", bdf, err)
+	}
+	p := filepath.Join(l.dir, bdf.String()+".lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("broker: device lock %s: %w", bdf, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			who, _ := os.ReadFile(p)
+			return fmt.Errorf("%w: %s is held by another broker process (%s) (%w)", ErrConflict, bdf, strings.TrimSpace(string(who)), unix.EBUSY)
+		}
+		return fmt.Errorf("broker: device lock %s: flock: %w", p, err)
+	}
+	// Who holds it, for the refusal above; best effort (the lock, not
+	// the text, is what excludes).
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(holder+"\n"), 0)
+	}
+	if l.held == nil {
+		l.held = map[pci.BDF]*os.File{}
+	}
+	l.held[bdf] = f
+	return nil
+}
+
+// release drops bdf's lock, if held. Called with b.mu held. The file
+// stays: removing it would race with another broker's open and lock of
+// the same path.
+func (l *devLocks) release(bdf pci.BDF) {
+	if f, ok := l.held[bdf]; ok {
+		f.Close()
+		delete(l.held, bdf)
+	}
+}

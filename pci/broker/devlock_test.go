@@ -1,0 +1,94 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dmsandbox/dmsandbox/pci"
+	"github.com/dmsandbox/dmsandbox/pci/audit"
+	"github.com/dmsandbox/dmsandbox/pci/backend/fake"
+	"golang.org/x/sys/unix"
+)
+
+// lockedBroker is a broker of its own (own audit log and state, as an
+// embedded broker has) sharing lockDir with others.
+func lockedBroker(t *testing.T, lockDir string) *Broker {
+	t.Helper()
+	dir := t.TempDir()
+	be, err := fake.New(captured, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "audit")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Backend: be, Sysfs: pci.NewSysfs(captured), Audit: al, StateDir: filepath.Join(dir, "state"),
+		AllowFake: true, Logger: log.New(io.Discard, "", 0), LockDir: lockDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(); al.Close(); be.Close() })
+	return b
+}
+
+// TestDeviceLockAcrossBrokers: two brokers (the daemon and an embedded
+// one, or two embedded ones) sharing the lock directory never give one
+// device to two sessions; the device is free again once its session
+// detaches it or ends, and the refusal names the holder. flock locks
+// are per open file, so two brokers in one test process exclude each
+// other as two processes would.
+func TestDeviceLockAcrossBrokers(t *testing.T) {
+	locks := filepath.Join(t.TempDir(), "devices")
+	a, b := lockedBroker(t, locks), lockedBroker(t, locks)
+	sa, fa, err := a.OpenSession(dom, "", Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	sb, fb, err := b.OpenSession(dom+1, "", Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	if err := a.Attach(sa.ID, e1000e, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Attach(sb.ID, e1000e, AttachOptions{})
+	if !errors.Is(err, ErrConflict) || !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "domain 7") {
+		t.Fatalf("second broker's attach of a held device: %v", err)
+	}
+	// Other devices are not affected, and the refused broker holds no
+	// stale reservation.
+	if err := b.Attach(sb.ID, other, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Detach(sa.ID, e1000e); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Attach(sb.ID, e1000e, AttachOptions{}); err != nil {
+		t.Fatalf("attach after the holder detached: %v", err)
+	}
+	if err := a.Attach(sa.ID, e1000e, AttachOptions{}); !errors.Is(err, unix.EBUSY) {
+		t.Fatalf("first broker's attach of the device now held by the second: %v", err)
+	}
+	// The session's end frees its devices.
+	if err := b.CloseSession(sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Attach(sa.ID, e1000e, AttachOptions{}); err != nil {
+		t.Fatalf("attach after the holder's session ended: %v", err)
+	}
+	if err := a.Attach(sa.ID, other, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(locks)
+	if len(ents) != 2 {
+		t.Fatalf("lock files: %v", ents)
+	}
+}
