@@ -199,7 +199,11 @@ type pending struct {
 	// reply is not the client's; errors go to the client under clientID.
 	internal bool
 	clientID json.RawMessage
-	file     *os.File // sent with the command (SCM_RIGHTS), closed once sent
+	// wire is the id the command carries to QEMU: unique to this proxy
+	// (internalID), whatever the client chose, so that a reply QEMU
+	// still owes a previous client cannot pass for this one's.
+	wire json.RawMessage
+	file *os.File // sent with the command (SCM_RIGHTS), closed once sent
 	// next, when set, runs on the reply and returns the command to send
 	// next (nil: none) or an error reply for the client.
 	next func(m *backendMsg) (*pending, []byte)
@@ -265,6 +269,7 @@ func (s *session) run() {
 	}
 
 	var pend *pending
+	stale := 0
 	idle := time.NewTimer(cfg.IdleTimeout)
 	defer idle.Stop()
 	for {
@@ -310,6 +315,13 @@ func (s *session) run() {
 				return
 			}
 			out, isReply, err := s.p.fromQEMU(f.data, pend)
+			if errors.Is(err, errStale) && stale < maxStale {
+				// A reply QEMU owed the monitor's previous client
+				// (its command's wire id is not pend's): dropped.
+				stale++
+				cfg.Log("qmp proxy: domain %d: dropped %.120q: %v", cfg.Domid, f.data, err)
+				continue
+			}
 			if err != nil {
 				cfg.Log("qmp proxy: domain %d: QEMU: %v", cfg.Domid, err)
 				if pend != nil {
@@ -358,7 +370,10 @@ func (s *session) run() {
 // reply timer. On failure the client has its error reply and the session
 // must end.
 func (s *session) send(p *pending) bool {
-	data := p.cmd.encode()
+	p.wire = internalID("cmd")
+	wire := *p.cmd
+	wire.ID = p.wire
+	data := wire.encode()
 	var err error
 	if p.file != nil {
 		err = s.writeWithFile(data, p.file)
@@ -439,12 +454,12 @@ func (p *Proxy) abandon(pend *pending) {
 
 // fromQEMU checks one message of QEMU's for the client and returns the
 // bytes to send and whether it is the pending command's reply.
-func (p *Proxy) fromQEMU(data []byte, pend *pending) ([]byte, bool, error) {
+func (p *Proxy) fromQEMU(data []byte, pend *pending) (out []byte, isReply bool, err error) {
 	var m backendMsg
 	if err := decode(data, &m); err != nil {
 		return nil, false, err
 	}
-	out := append(data, '\r', '\n')
+	out = append(data, '\r', '\n')
 	switch {
 	case m.Event != "":
 		if m.Event == "DEVICE_DELETED" {
@@ -457,11 +472,13 @@ func (p *Proxy) fromQEMU(data []byte, pend *pending) ([]byte, bool, error) {
 		return out, false, nil
 	case m.isReply():
 		if pend == nil {
-			return nil, false, errors.New("a reply without a command")
+			return nil, false, fmt.Errorf("%w: a reply (id %s) without a command", errStale, m.ID)
 		}
-		if !bytes.Equal(normID(m.ID), normID(pend.cmd.ID)) {
-			return nil, false, fmt.Errorf("reply id %s for command id %s", m.ID, pend.cmd.ID)
+		if !bytes.Equal(normID(m.ID), normID(pend.wire)) {
+			return nil, false, fmt.Errorf("%w: reply id %s while waiting for %s", errStale, m.ID, pend.wire)
 		}
+		// The client's own id back in place of the wire one.
+		defer func() { out = withID(out, pend.cmd.ID) }()
 		if pend.addID != "" {
 			if m.Error != nil {
 				p.revoke(pend.addBDF)
@@ -488,6 +505,34 @@ func (p *Proxy) fromQEMU(data []byte, pend *pending) ([]byte, bool, error) {
 		return out, true, nil
 	}
 	return nil, false, errors.New("neither an event nor a reply")
+}
+
+// errStale: a reply from QEMU that answers no command of this
+// connection. The monitor's previous client can leave a command in
+// flight (it timed out, or hung up); QEMU still answers it, on whatever
+// connection the chardev has by then. Up to maxStale are dropped per
+// connection; more, and the connection ends.
+var errStale = errors.New("not a reply to this connection's command")
+
+const maxStale = 16
+
+// withID returns the reply line out (JSON and CRLF) with its "id" set
+// to id, or removed when id is nil (the client sent none).
+func withID(out []byte, id json.RawMessage) []byte {
+	var m map[string]json.RawMessage
+	if decode(bytes.TrimSpace(out), &m) != nil {
+		return out // fromQEMU decoded it already; not reached
+	}
+	if id == nil {
+		delete(m, "id")
+	} else {
+		m["id"] = id
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return out
+	}
+	return append(b, '\r', '\n')
 }
 
 // normID makes an absent id and a null one the same (QEMU omits "id"

@@ -2,6 +2,7 @@ package qmpproxy
 
 import (
 	"bufio"
+	"encoding/json"
 	"net"
 	"reflect"
 	"strings"
@@ -231,7 +232,9 @@ func TestSilentQEMU(t *testing.T) {
 }
 
 // TestMisbehavingQEMU: oversized, non-JSON, unsolicited and mismatched
-// replies from QEMU end in an error for the client.
+// replies from QEMU end in an error for the client (a reply of another
+// id is taken for one owed to a previous client and dropped: the client
+// then gets the proxy's "did not answer").
 func TestMisbehavingQEMU(t *testing.T) {
 	for name, answer := range map[string]string{
 		"oversized":  `{"return": "` + strings.Repeat("x", 8192) + `", "id": 1}`,
@@ -248,7 +251,7 @@ func TestMisbehavingQEMU(t *testing.T) {
 				c.Write([]byte(answer + "\r\n"))
 				r.ReadByte()
 			})
-			path, _, _ := startProxy(t, Config{Domid: 1, Dial: q.dial, MaxReply: 4096})
+			path, _, _ := startProxy(t, Config{Domid: 1, Dial: q.dial, MaxReply: 4096, ReplyTimeout: 200 * time.Millisecond})
 			c := dialClient(t, path)
 			c.mustRecv()
 			c.send(`{"execute":"query-status","id":1}`)
@@ -320,8 +323,9 @@ func TestStaleBeforeGreeting(t *testing.T) {
 		c.Write([]byte(`{"return": {"status": "paused", "running": false}, "id": 7}` + "\r\n"))
 		c.Write([]byte(`{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "STOP"}` + "\r\n"))
 		c.Write([]byte(greeting + "\r\n"))
-		r.ReadString('\n')
-		c.Write([]byte(`{"return": {"status": "running"}, "id": 1}` + "\r\n"))
+		m, _ := readCmd(r)
+		id, _ := json.Marshal(m["id"])
+		c.Write([]byte(`{"return": {"status": "running"}, "id": ` + string(id) + "}\r\n"))
 		r.ReadByte()
 	})
 	path, _, lb := startProxy(t, Config{Domid: 1, Dial: stale.dial})
@@ -355,5 +359,47 @@ func TestStaleBeforeGreeting(t *testing.T) {
 		if !lb.has("bad greeting") && !lb.has("no greeting") {
 			t.Errorf("%s: not logged", name)
 		}
+	}
+}
+
+// TestStaleReplyAfterGreeting: a reply QEMU still owed the monitor's
+// previous client can also come after the greeting, while this client's
+// command is in flight, and may even carry the very id this client chose
+// (libxl numbers each connection's commands alike). Commands reach QEMU
+// under ids unique to the proxy, so the stale reply matches nothing and
+// is dropped (logged); the client gets its own reply, under its own id.
+func TestStaleReplyAfterGreeting(t *testing.T) {
+	q := newFakeQEMU(t, func(q *fakeQEMU, c net.Conn, r *bufio.Reader) {
+		c.Write([]byte(greeting + "\r\n"))
+		m, _ := readCmd(r)
+		c.Write([]byte(`{"return": {"status": "paused", "running": false}, "id": 1}` + "\r\n"))
+		c.Write([]byte(`{"return": {}}` + "\r\n"))
+		id, _ := json.Marshal(m["id"])
+		if strings.Contains(string(id), `1`) && !strings.Contains(string(id), "dmsandbox-") {
+			c.Write([]byte(`{"error": {"class": "GenericError", "desc": "the client's id reached QEMU"}, "id": 1}` + "\r\n"))
+		}
+		c.Write([]byte(`{"return": {"status": "running", "running": true}, "id": ` + string(id) + "}\r\n"))
+		r.ReadByte()
+	})
+	path, _, lb := startProxy(t, Config{Domid: 1, Dial: q.dial})
+	c := dialClient(t, path)
+	c.mustRecv()
+	c.send(`{"execute":"query-status","id":1}`)
+	r := c.mustRecv()
+	ret, _ := r["return"].(map[string]any)
+	if errDesc(r) != "" || r["id"] != float64(1) || ret["status"] != "running" {
+		t.Fatalf("reply %v", r)
+	}
+	if !lb.has("not a reply to this connection's command") {
+		t.Error("dropped replies not logged")
+	}
+	// A client without an id gets a reply without one (the monitor is
+	// one client's at a time: this one hangs up first).
+	c.c.Close()
+	c = dialClient(t, path)
+	c.mustRecv()
+	c.send(`{"execute":"query-status"}`)
+	if r := c.mustRecv(); errDesc(r) != "" || r["id"] != nil {
+		t.Fatalf("reply without id: %v", r)
 	}
 }
