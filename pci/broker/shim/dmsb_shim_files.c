@@ -136,31 +136,46 @@ static int parse_sysfs(const char *path, uint32_t *bdf, uint32_t *file)
 	return 0;
 }
 
+/* stale_slot: slot i's fd was closed (and maybe reused for another
+ * file) since it was tracked. Called with files_mu held. */
+static int stale_slot(int i)
+{
+	struct stat st;
+
+	return fstat(tracked[i].fd, &st) != 0 || st.st_dev != tracked[i].dev || st.st_ino != tracked[i].ino;
+}
+
 static int track(int fd, int kind, uint32_t bdf)
 {
 	struct stat st;
-	int ok = 0;
+	int slot = -1;
 
 	if (fstat(fd, &st) != 0)
 		return -1;
 	pthread_mutex_lock(&files_mu);
 	__atomic_store_n(&any_tracked, 1, __ATOMIC_RELEASE);
-	for (int i = 0; i < MAX_TRACKED; i++) {
+	for (int i = 0; i < MAX_TRACKED && slot < 0; i++) {
 		/* A slot whose fd number now names another file is stale. */
-		if (tracked[i].kind == 0 || tracked[i].fd == fd) {
-			tracked[i] = (struct tracked){ fd, kind, st.st_dev, st.st_ino, bdf };
-			ok = 1;
-			break;
-		}
+		if (tracked[i].kind == 0 || tracked[i].fd == fd)
+			slot = i;
 	}
+	/* Full: QEMU closes these fds without telling us (a device unplugged,
+	 * a realize that failed), and lookup only frees the slots it meets.
+	 * Without this, a domain's hot-plug cycles would fill the table and
+	 * every later open would fail. */
+	for (int i = 0; i < MAX_TRACKED && slot < 0; i++) {
+		if (stale_slot(i))
+			slot = i;
+	}
+	if (slot >= 0)
+		tracked[slot] = (struct tracked){ fd, kind, st.st_dev, st.st_ino, bdf };
 	pthread_mutex_unlock(&files_mu);
-	return ok ? 0 : -1;
+	return slot >= 0 ? 0 : -1;
 }
 
 /* lookup returns the kind of fd (0: not ours) and its bdf. */
 static int lookup(int fd, uint32_t *bdf)
 {
-	struct stat st;
 	int kind = 0;
 
 	if (fd < 0 || !__atomic_load_n(&any_tracked, __ATOMIC_ACQUIRE))
@@ -168,7 +183,7 @@ static int lookup(int fd, uint32_t *bdf)
 	pthread_mutex_lock(&files_mu);
 	for (int i = 0; i < MAX_TRACKED; i++) {
 		if (tracked[i].kind != 0 && tracked[i].fd == fd) {
-			if (fstat(fd, &st) == 0 && st.st_dev == tracked[i].dev && st.st_ino == tracked[i].ino) {
+			if (!stale_slot(i)) {
 				kind = tracked[i].kind;
 				*bdf = tracked[i].bdf;
 			} else {

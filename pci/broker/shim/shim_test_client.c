@@ -181,6 +181,27 @@ static int files(void)
 	show_rw("config_write", write(fd, &v, 4));
 	close(fd);
 
+	/* Hot-plug cycles: QEMU opens config for writing at each realize and
+	 * closes it at unplug, behind the shim's back. Forty of them, each
+	 * config fd under a number of its own (a /dev/null kept open pushes
+	 * the next one up), more than the shim's table holds: the closed
+	 * ones must be reclaimed, or the later opens fail. */
+	{
+		int ok = 0, distinct = 0;
+		unsigned char seen[1024] = { 0 };
+
+		for (int i = 0; i < 40; i++) {
+			open("/dev/null", O_RDONLY);
+			fd = open(DEV "config", O_RDWR);
+			if (fd >= 0 && pwrite(fd, &cmd, 2, 4) == 2)
+				ok++;
+			if (fd >= 0 && fd < 1024 && !seen[fd]++)
+				distinct++;
+			close(fd);
+		}
+		printf("config_cycles ok=%d distinct=%d\n", ok, distinct);
+	}
+
 	mem = open("/dev/mem", O_RDWR);
 	printf("devmem_open ok=%d\n", mem >= 0);
 	p = mmap(NULL, 5 * 16, PROT_READ, MAP_SHARED | MAP_LOCKED, mem, 0xfebd0000);
