@@ -201,6 +201,12 @@ pci_running() { # name domid
 		audit | grep " dom$2 " | grep -q " $op  *allow" || fail "$1: no allowed $op in the broker's audit log"
 	done
 	ok "$1: QEMU's passthrough calls made by the broker (open_file, map_pirq, bind_pt_pci_irq, memory_mapping audited)"
+	# One device, one session, across broker processes: the broker holds
+	# each device's lock while the session owns it.
+	for d in $PCIDEVS; do
+		flock -n /run/dmsandbox/devices/$d.lock true && fail "$1: $d's device lock not held while the session owns it"
+	done
+	ok "$1: device locks held ($PCI broker)"
 	case " $PCIDEVS " in *" $BDF2 "*)
 	# The e1000e's MSI-X table, mapped at realize through the shim's
 	# /dev/mem stand-in; its I/O BAR once hvmloader enables I/O decode.
@@ -249,6 +255,9 @@ pci_destroyed() { # name domid
 		[ -z "$left" ] || fail "$1: broker still holds a session for domain $2: $left"
 	fi
 	audit | grep " dom$2 " | grep -q " undo_reset  *allow" || fail "$1: the broker did not reset the device"
+	for d in $PCIDEVS; do
+		flock -n /run/dmsandbox/devices/$d.lock true || fail "$1: $d's device lock still held after destroy"
+	done
 	ok "$1: INTx binding, pirq and BAR mapping undone, device reset by the broker, session closed, audit chain verified"
 	AUDIT=$DAEMON_AUDIT
 }
