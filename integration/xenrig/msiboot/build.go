@@ -10,8 +10,22 @@ import (
 	"path/filepath"
 )
 
-//go:embed msiboot.S
-var source []byte
+// A guest is one boot sector: its name (the source is name.S, the image
+// name.img) and its source.
+type guest struct {
+	name   string
+	source []byte
+}
+
+var (
+	//go:embed msiboot.S
+	source []byte
+	//go:embed msixboot.S
+	msixSource []byte
+
+	msiGuest  = guest{"msiboot", source}
+	msixGuest = guest{"msixboot", msixSource}
+)
 
 const (
 	// Vector is the MSI vector the boot sector programs and handles
@@ -26,6 +40,19 @@ const (
 	ImageSize = 1 << 20
 	// ImageName is the image's file name in Build's directory.
 	ImageName = "msiboot.img"
+
+	// MSIXVector is the vector msixboot programs into MSI-X table entry
+	// MSIXEntry and handles (VECTOR in msixboot.S). It is not Vector, so
+	// that the two guests' interrupts cannot be mistaken for each other.
+	MSIXVector = 0x61
+	// MSIXEntry is the MSI-X table entry msixboot programs, and the one
+	// e1000e's "other" cause is routed to (through IVAR).
+	MSIXEntry = 0
+	// ICROther is e1000e's "other" interrupt cause (ICR bit 24), the one
+	// msixboot sets, which its handler must find in ICR (OTHER).
+	ICROther = 1 << 24
+	// MSIXImageName is the image's file name in BuildMSIX's directory.
+	MSIXImageName = "msixboot.img"
 )
 
 // Tools are the binutils programs Build runs.
@@ -46,23 +73,31 @@ func MissingTool() string {
 // The intermediate files go to a temporary directory under dir, removed
 // afterwards.
 func Build(dir string) (string, error) {
-	return build(dir)
+	return build(msiGuest, dir)
 }
 
-// build is Build with extra `as --defsym` symbols (the tests' controls).
-func build(dir string, defsyms ...string) (string, error) {
-	work, err := os.MkdirTemp(dir, ".msiboot-build-")
+// BuildMSIX is Build for msixboot, the MSI-X guest for QEMU's e1000e
+// (msixboot.S): it writes dir/msixboot.img (MSIXImageName) and returns its
+// path.
+func BuildMSIX(dir string) (string, error) {
+	return build(msixGuest, dir)
+}
+
+// build assembles g with extra `as --defsym` symbols (the tests'
+// controls) and writes dir/<g.name>.img.
+func build(g guest, dir string, defsyms ...string) (string, error) {
+	work, err := os.MkdirTemp(dir, "."+g.name+"-build-")
 	if err != nil {
-		return "", fmt.Errorf("msiboot: %w", err)
+		return "", fmt.Errorf("%s: %w", g.name, err)
 	}
 	defer os.RemoveAll(work)
-	src := filepath.Join(work, "msiboot.S")
-	if err := os.WriteFile(src, source, 0o644); err != nil {
-		return "", fmt.Errorf("msiboot: %w", err)
+	src := filepath.Join(work, g.name+".S")
+	if err := os.WriteFile(src, g.source, 0o644); err != nil {
+		return "", fmt.Errorf("%s: %w", g.name, err)
 	}
-	obj := filepath.Join(work, "msiboot.o")
-	elf := filepath.Join(work, "msiboot.elf")
-	bin := filepath.Join(work, "msiboot.bin")
+	obj := filepath.Join(work, g.name+".o")
+	elf := filepath.Join(work, g.name+".elf")
+	bin := filepath.Join(work, g.name+".bin")
 	asArgs := []string{"--32"}
 	for _, d := range defsyms {
 		asArgs = append(asArgs, "--defsym", d)
@@ -79,19 +114,19 @@ func build(dir string, defsyms ...string) (string, error) {
 		cmd := exec.Command(s[0], s[1:]...)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Run(); err != nil {
-			return "", fmt.Errorf("msiboot: %s: %w: %s", s[0], err, bytes.TrimSpace(out.Bytes()))
+			return "", fmt.Errorf("%s: %s: %w: %s", g.name, s[0], err, bytes.TrimSpace(out.Bytes()))
 		}
 	}
 	sector, err := os.ReadFile(bin)
 	if err != nil {
-		return "", fmt.Errorf("msiboot: %w", err)
+		return "", fmt.Errorf("%s: %w", g.name, err)
 	}
 	if err := checkSector(sector); err != nil {
-		return "", fmt.Errorf("msiboot: %s: %w", bin, err)
+		return "", fmt.Errorf("%s: %s: %w", g.name, bin, err)
 	}
-	img := filepath.Join(dir, ImageName)
+	img := filepath.Join(dir, g.name+".img")
 	if err := writeImage(img, sector); err != nil {
-		return "", fmt.Errorf("msiboot: %s: %w", img, err)
+		return "", fmt.Errorf("%s: %s: %w", g.name, img, err)
 	}
 	return img, nil
 }
@@ -112,7 +147,7 @@ func checkSector(b []byte) error {
 // sparse tail), through a temporary file renamed into place so a reader
 // never sees half an image.
 func writeImage(path string, sector []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".msiboot-img-")
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-")
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func TestBuild(t *testing.T) {
 		t.Error("two builds differ")
 	}
 	// The control differs from the image in the enable write only.
-	ctl, err := build(t.TempDir(), "NO_MSI_ENABLE=1")
+	ctl, err := build(msiGuest, t.TempDir(), "NO_MSI_ENABLE=1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,10 +99,21 @@ func accels() []string {
 	return a
 }
 
-// boot runs QEMU on img with the debug port on its stdout until the
-// guest says "done" (then QEMU is killed: the guest halts forever) or
-// QEMU ends; it returns the debug port's output.
+// boot runs QEMU on img with the debug port on its stdout, and edu if
+// asked, until the guest says "done" (then QEMU is killed: the guest
+// halts forever) or QEMU ends; it returns the debug port's output.
 func boot(t *testing.T, img, machine, accel string, edu bool) string {
+	t.Helper()
+	var devices []string
+	if edu {
+		devices = append(devices, "edu")
+	}
+	return bootQEMU(t, img, machine, accel, Prefix+"done", devices...)
+}
+
+// bootQEMU is boot for either guest: done is the line that ends a run,
+// devices the -device arguments to add.
+func bootQEMU(t *testing.T, img, machine, accel, done string, devices ...string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs QEMU")
@@ -117,8 +128,8 @@ func boot(t *testing.T, img, machine, accel string, edu bool) string {
 		"-chardev", "stdio,id=dbg,signal=off",
 		"-device", "isa-debugcon,iobase=0xe9,chardev=dbg",
 	}
-	if edu {
-		args = append(args, "-device", "edu")
+	for _, d := range devices {
+		args = append(args, "-device", d)
 	}
 	// A bound for a hang (a triple fault ends QEMU: -no-reboot), not a
 	// timing assertion: a run takes seconds.
@@ -139,16 +150,16 @@ func boot(t *testing.T, img, machine, accel string, edu bool) string {
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		log.WriteString(sc.Text() + "\n")
-		if strings.HasSuffix(sc.Text(), Prefix+"done") {
+		if strings.HasSuffix(sc.Text(), done) {
 			cancel()
 			break
 		}
 	}
 	_ = cmd.Wait() // killed on purpose
 	if ctx.Err() == context.DeadlineExceeded {
-		t.Errorf("%s %s: no \"done\" in time", machine, accel)
+		t.Errorf("%s %s: no %q in time", machine, accel, done)
 	}
-	t.Logf("%s -machine %s -accel %s: %.1f s\n%s%s", qemuBin, machine, accel, time.Since(start).Seconds(), log.String(), stderr.String())
+	t.Logf("%s -machine %s -accel %s %q: %.1f s\n%s%s", qemuBin, machine, accel, devices, time.Since(start).Seconds(), log.String(), stderr.String())
 	return log.String()
 }
 
@@ -182,7 +193,7 @@ func TestQEMUControls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := build(t.TempDir(), "NO_MSI_ENABLE=1")
+	ctl, err := build(msiGuest, t.TempDir(), "NO_MSI_ENABLE=1")
 	if err != nil {
 		t.Fatal(err)
 	}

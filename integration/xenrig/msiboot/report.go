@@ -49,18 +49,8 @@ var (
 // before Prefix on a line is ignored, as are lines without it.
 func Parse(log string) *Report {
 	r := &Report{}
-	seen := map[string]bool{}
-	for _, line := range strings.Split(log, "\n") {
-		_, msg, ok := strings.Cut(line, Prefix)
-		if !ok {
-			continue
-		}
-		msg = strings.TrimRight(msg, "\r\x00 ")
-		r.Lines = append(r.Lines, msg)
-		if seen[msg] {
-			r.Repeated = append(r.Repeated, msg)
-		}
-		seen[msg] = true
+	r.Lines, r.Repeated = messages(log, Prefix)
+	for _, msg := range r.Lines {
 		switch {
 		case msg == "done":
 			r.Done = true
@@ -73,6 +63,26 @@ func Parse(log string) *Report {
 		}
 	}
 	return r
+}
+
+// messages returns what follows prefix on each line of log that has it,
+// in order, without trailing CR, NUL or blanks (a serial console's, a
+// debug port's), and the messages seen before.
+func messages(log, prefix string) (msgs, repeated []string) {
+	seen := map[string]bool{}
+	for _, line := range strings.Split(log, "\n") {
+		_, msg, ok := strings.Cut(line, prefix)
+		if !ok {
+			continue
+		}
+		msg = strings.TrimRight(msg, "\r\x00 ")
+		msgs = append(msgs, msg)
+		if seen[msg] {
+			repeated = append(repeated, msg)
+		}
+		seen[msg] = true
+	}
+	return msgs, repeated
 }
 
 // parseValue takes the lines that carry values; false if msg is none.
