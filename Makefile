@@ -116,13 +116,13 @@ seccomp-propose: build
 # dom0 under TCG, `xl create`/`xl destroy` of HVM guests whose
 # device_model_override is dmsandbox (plain and dm_restrict=1). Opt-in (two
 # TCG boots at most, ~1 min each here); takes the rig's run lock.
-# fuzz-dm: the argv parser and the QMP proxy's framing, FUZZTIME each.
+# fuzz-dm: the argv parser, the QMP proxy's framing, commands and what QEMU sends, FUZZTIME each.
 .PHONY: test-xen fuzz-dm
 test-xen: deps build build-xen
 	DMSANDBOX_XEN_RIG=1 DMSANDBOX_BIN=$(CURDIR)/bin/dmsandbox-xen CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 15m -run TestXenRig ./integration/xenrig/
 fuzz-dm:
 	for f in FuzzParse FuzzOpts; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/dmargv/ || exit 1; done
-	for f in FuzzFrame FuzzCommand; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/qmpproxy/ || exit 1; done
+	for f in FuzzFrame FuzzCommand FuzzFromQEMU; do CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./launcher/qmpproxy/ || exit 1; done
 
 # --- shim ---
 # shim: the libxenctrl passthrough shim preloaded into the Xen QEMU

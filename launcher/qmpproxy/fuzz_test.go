@@ -72,3 +72,54 @@ func FuzzCommand(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFromQEMU: whatever QEMU sends while a client's command is in
+// flight (QEMU's side is untrusted), the proxy never panics; what it
+// passes on is one JSON object and a CRLF; a reply passed on answers the
+// command under the client's own id (stale or foreign ids are refused);
+// and no device is recorded as granted by a reply to a command that did
+// not add one.
+func FuzzFromQEMU(f *testing.F) {
+	const wire = `"dmsandbox-cmd-1"`
+	for _, s := range []string{
+		`{"return": {"status": "running", "running": true}, "id": ` + wire + `}`,
+		`{"return": {}, "id": 7}`,
+		`{"return": {}}`,
+		`{"error": {"class": "GenericError", "desc": "x"}, "id": ` + wire + `}`,
+		`{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "DEVICE_DELETED", "data": {"device": "pci-pt-00_05.0"}}`,
+		`{"return": [{"label": "serial0", "filename": "pty:/dev/pts/3"}], "id": ` + wire + `}`,
+		`{"return": [{"bus": 0, "devices": [{"qdev_id": "pci-pt-00_05.0"}]}], "id": ` + wire + `}`,
+		`{"QMP": {"version": {}, "capabilities": []}}`,
+		`{"return": 1, "id": ` + wire + `, "id": 7}`,
+	} {
+		f.Add([]byte(s), "query-status")
+	}
+	f.Add([]byte(`{"return": [], "id": `+wire+`}`), "query-chardev")
+	f.Add([]byte(`{"return": {"enabled": true, "host": "0.0.0.0", "service": "5900"}, "id": `+wire+`}`), "query-vnc")
+	f.Fuzz(func(t *testing.T, data []byte, execute string) {
+		if !Allowlist[execute] || execute == "device_add" || execute == "device_del" {
+			return
+		}
+		p := New(Config{Hook: &fakeHook{}})
+		pend := &pending{cmd: &command{Execute: execute, ID: json.RawMessage(`7`)}, wire: json.RawMessage(wire)}
+		out, isReply, err := p.fromQEMU(data, pend)
+		if len(p.granted) != 0 {
+			t.Fatalf("granted %v by QEMU's %q", p.granted, data)
+		}
+		if err != nil {
+			return
+		}
+		if !bytes.HasSuffix(out, []byte("\r\n")) || !json.Valid(bytes.TrimSuffix(out, []byte("\r\n"))) {
+			t.Fatalf("passed on %q", out)
+		}
+		if !isReply {
+			return
+		}
+		var m struct {
+			ID json.RawMessage `json:"id"`
+		}
+		if err := json.Unmarshal(out, &m); err != nil || string(m.ID) != "7" {
+			t.Fatalf("reply %q passed on under id %s (%v)", out, m.ID, err)
+		}
+	})
+}
