@@ -33,7 +33,13 @@ func TestXenRigDM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"DMSANDBOX": bin, "CONTRIB_PCI": pciScript, "MSIBOOT_IMG": img}
+	// hvm2's: one that programs the e1000e's MSI-X table entry 0 and
+	// enables MSI-X (msixboot), so QEMU's MSI-X path runs for real too.
+	msixImg, err := msiboot.BuildMSIX(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DMSANDBOX": bin, "CONTRIB_PCI": pciScript, "MSIBOOT_IMG": img, "MSIXBOOT_IMG": msixImg}
 	// Discovery runs: the qemu-xen profile logs instead of killing, and
 	// the script reports the syscalls it logged (docs/libxl.md).
 	if os.Getenv("DMSANDBOX_XEN_RIG_SECCOMP_LOG") != "" {
@@ -229,6 +235,21 @@ pci_running() { # name domid
 		$XB/xl dmesg | grep -q "(d$2) MSIBOOT: got interrupt" || fail "$1: the edu's MSI did not reach the guest"
 		ok "$1: the edu's MSI delivered to the guest vector"
 	fi
+	if [ -n "${MSIXBOOT:-}" ]; then
+		# msixboot (the guest's disk) programs the e1000e's MSI-X table
+		# entry 0 (QEMU's emulated table) and sets MSI-X enable: xen_pt
+		# maps a pirq for entry 0 with the table's host address and binds
+		# it to the vector, through the broker, which checks the entry
+		# against the table size and the address against the BAR.
+		for i in $(seq 1 60); do $XB/xl dmesg | grep -q "(d$2) MSIXBOOT: done" && break; sleep 1; done
+		$XB/xl dmesg | grep "(d$2) MSIXBOOT:"
+		$XB/xl dmesg | grep -q "(d$2) MSIXBOOT: msix enabled, entry 0 vector 0x61" || fail "$1: msixboot did not enable MSI-X"
+		audit | grep " dom$2 " | grep -q " map_pirq_msi  *allow .*entry=0 table_base=0x" || fail "$1: no allowed map_pirq_msi of MSI-X entry 0 after the guest enabled MSI-X"
+		audit | grep " dom$2 " | grep -q " update_msi_irq  *allow" || fail "$1: no allowed update_msi_irq after the guest enabled MSI-X"
+		ok "$1: the guest enabled MSI-X on the e1000e: map_pirq_msi (entry 0, table base checked) and update_msi_irq made by the broker"
+		$XB/xl dmesg | grep -q "(d$2) MSIXBOOT: got interrupt" || fail "$1: the e1000e's MSI-X interrupt did not reach the guest"
+		ok "$1: the e1000e's MSI-X interrupt delivered to the guest vector"
+	fi
 	# Refusals are the broker's to make, but none is expected here.
 	audit | grep " dom$2 " | grep -E " (deny|failed) " | cut -c1-250
 	! grep -i -E "xen_pt.*(error|fail)|Permission denied" /var/log/xen/qemu-dm-$1.log || fail "$1: xen_pt errors in the QEMU log"
@@ -243,7 +264,7 @@ pci_destroyed() { # name domid
 	# (RIGS.md): QEMU is stopped with the device still in place and the
 	# broker undoes what the session holds. Either way, each piece must
 	# be undone by the broker, and none may fail.
-	for what in "unbind_pt_irq|undo  *allow  *intx" "unmap_pirq|undo  *allow  *pirq" "memory_mapping  *allow.*add=0|undo  *allow  *mem" "${MSIBOOT:+unbind_msi_irq|undo  *allow  *msi}"; do
+	for what in "unbind_pt_irq|undo  *allow  *intx" "unmap_pirq|undo  *allow  *pirq" "memory_mapping  *allow.*add=0|undo  *allow  *mem" "${MSIBOOT:+unbind_msi_irq|undo  *allow  *msi}" "${MSIXBOOT:+unbind_msi_irq|undo  *allow  *msi}"; do
 		[ -n "$what" ] || continue
 		audit | grep " dom$2 " | grep -q -E " ($what)" || fail "$1: not undone through the broker: $what"
 	done
@@ -264,8 +285,10 @@ pci_destroyed() { # name domid
 install -m 600 "$MSIBOOT_IMG" /var/lib/xen/msiboot.img || fail "msiboot image"
 VNC=1 PCIDEVS=$BDF PCI=embedded MSIBOOT=1 guest hvm1 'pci = [ "'$BDF'" ]
 disk = [ "format=raw,vdev=hda,access=rw,backendtype=qdisk,target=/var/lib/xen/msiboot.img" ]'
-PCIDEVS=$BDF2 PCI=embedded guest hvm2 'dm_restrict = 1
-pci = [ "'$BDF2'" ]'
+install -m 600 "$MSIXBOOT_IMG" /var/lib/xen/msixboot.img || fail "msixboot image"
+PCIDEVS=$BDF2 PCI=embedded MSIXBOOT=1 guest hvm2 'dm_restrict = 1
+pci = [ "'$BDF2'" ]
+disk = [ "format=raw,vdev=hda,access=rw,backendtype=qdisk,target=/var/lib/xen/msixboot.img" ]'
 [ -S /run/dmsandbox/broker.sock ] && fail "a broker socket appeared (embedded must not listen)"
 
 # The daemon requires pre-authorisation from here on. hvm3 is created
