@@ -307,6 +307,18 @@ func describe(r Request) string {
 		return fmt.Sprintf("domid=%d add=%d gport=%#x mport=%#x nr=%#x", v.Domid, v.Add, v.FirstGport, v.FirstMport, v.NrPorts)
 	case *MapPirqMSI:
 		return fmt.Sprintf("domid=%d index=%d pirq=%d bus=%#x devfn=%#x entry=%d table_base=%#x", v.Domid, v.Index, v.Pirq, v.Bus, v.Devfn, v.EntryNr, v.TableBase)
+	case *MapPirq:
+		return fmt.Sprintf("domid=%d index=%d pirq=%d", v.Domid, v.Index, v.Pirq)
+	case *UnmapPirq:
+		return fmt.Sprintf("domid=%d pirq=%d", v.Domid, v.Pirq)
+	case *BindPtPciIrq:
+		return fmt.Sprintf("domid=%d machine_irq=%d bus=%d device=%d intx=%d", v.Domid, v.MachineIrq, v.Bus, v.Device, v.Intx)
+	case *UnbindPtIrq:
+		return fmt.Sprintf("domid=%d machine_irq=%d type=%d bus=%d device=%d intx=%d isa_irq=%d", v.Domid, v.MachineIrq, v.IrqType, v.Bus, v.Device, v.Intx, v.IsaIrq)
+	case *UpdateMsiIrq:
+		return fmt.Sprintf("domid=%d gvec=%#x pirq=%d gflags=%#x gtable=%#x", v.Domid, v.Gvec, v.Pirq, v.Gflags, v.Gtable)
+	case *UnbindMsiIrq:
+		return fmt.Sprintf("domid=%d gvec=%#x pirq=%d gflags=%#x", v.Domid, v.Gvec, v.Pirq, v.Gflags)
 	}
 	return strings.TrimPrefix(fmt.Sprintf("%+v", r), "&")
 }
