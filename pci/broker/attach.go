@@ -57,7 +57,7 @@ func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
 	fail := func(err error) error {
 		if !reserved {
 			b.mu.Lock()
-			b.disown(bdf)
+			b.disown(bdf, id)
 			b.mu.Unlock()
 		}
 		b.event(s, "attach", fmt.Sprintf("bdf=%s failed: %v", bdf, err))
@@ -101,9 +101,14 @@ func (b *Broker) Attach(id uint64, bdf pci.BDF, o AttachOptions) error {
 	return nil
 }
 
-// disown frees bdf for any session, of this broker or another. Called
-// with b.mu held.
-func (b *Broker) disown(bdf pci.BDF) {
+// disown frees bdf, held by session id, for any session of this broker
+// or another. Only id's hold is given up: a caller that lost a race with
+// the session's close must not free the device for its next holder.
+// Called with b.mu held.
+func (b *Broker) disown(bdf pci.BDF, id uint64) {
+	if b.owner[bdf] != id {
+		return
+	}
 	delete(b.owner, bdf)
 	b.locks.release(bdf)
 }
@@ -117,6 +122,12 @@ func (b *Broker) Detach(id uint64, bdf pci.BDF) error {
 		return err
 	}
 	s.mu.Lock()
+	if s.closed {
+		// The close undid it and freed the device, which another
+		// session may hold by now.
+		s.mu.Unlock()
+		return fmt.Errorf("broker: detach %s: %w", bdf, ErrClosed)
+	}
 	sd, ok := s.devs[bdf]
 	if !ok {
 		s.mu.Unlock()
@@ -140,7 +151,7 @@ func (b *Broker) Detach(id uint64, bdf pci.BDF) error {
 	s.mu.Unlock()
 	if !handed {
 		b.mu.Lock()
-		b.disown(sd.dev.BDF)
+		b.disown(sd.dev.BDF, s.ID)
 		b.mu.Unlock()
 	} else {
 		// Its files are still open in this session's device model:

@@ -224,8 +224,18 @@ func (b *Broker) deauthorize(d Domain, bdf pci.BDF, args *string) error {
 	if !held {
 		return nil
 	}
-	*args += fmt.Sprintf(" detached from session %d", id)
-	if err := b.Detach(id, bdf); err != nil && !errors.Is(err, ErrNoSession) {
+	err := b.Detach(id, bdf)
+	switch {
+	case err == nil:
+		*args += fmt.Sprintf(" detached from session %d", id)
+	case errors.Is(err, ErrNoSession):
+		// Detached already; held only because its files were handed
+		// to the device model: reserved until the session ends.
+		*args += fmt.Sprintf(" (reserved by session %d until it ends)", id)
+	case errors.Is(err, ErrClosed):
+		*args += fmt.Sprintf(" (session %d closed meanwhile)", id)
+	default:
+		*args += fmt.Sprintf(" detach from session %d failed", id)
 		return fmt.Errorf("broker: deauthorize %s: %w (%w)", bdf, err, unix.EIO)
 	}
 	return nil

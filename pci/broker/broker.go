@@ -279,7 +279,7 @@ func (b *Broker) forget(s *Session, why string) {
 	}
 	for bdf, id := range b.owner {
 		if id == s.ID {
-			b.disown(bdf)
+			b.disown(bdf, s.ID)
 		}
 	}
 	b.mu.Unlock()

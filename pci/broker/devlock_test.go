@@ -92,3 +92,50 @@ func TestDeviceLockAcrossBrokers(t *testing.T) {
 		t.Fatalf("lock files: %v", ents)
 	}
 }
+
+// TestDisownOnlyOwnHold: a Detach that lost the race with its session's
+// close (it looked the session up before the close, and goes on after
+// another session took the device) must not free the device, nor its
+// lock, under the new holder.
+func TestDisownOnlyOwnHold(t *testing.T) {
+	locks := filepath.Join(t.TempDir(), "devices")
+	a, other := lockedBroker(t, locks), lockedBroker(t, locks)
+	s1, f1, err := a.OpenSession(dom, "", Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f1.Close()
+	if err := a.Attach(s1.ID, e1000e, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CloseSession(s1.ID); err != nil {
+		t.Fatal(err)
+	}
+	s2, f2, err := a.OpenSession(dom+1, "", Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	if err := a.Attach(s2.ID, e1000e, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// What the late Detach of s1 would do last.
+	a.mu.Lock()
+	a.disown(e1000e, s1.ID)
+	a.mu.Unlock()
+	if _, held := a.holder(ByDomid(dom+1), e1000e); !held {
+		t.Fatal("the new holder lost the device to the old session's late detach")
+	}
+	so, fo, err := other.OpenSession(dom+2, "", Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fo.Close()
+	if err := other.Attach(so.ID, e1000e, AttachOptions{}); !errors.Is(err, unix.EBUSY) {
+		t.Fatalf("the lock was released under the new holder: %v", err)
+	}
+	// And the closed session's Detach itself says so.
+	if err := a.Detach(s1.ID, e1000e); err == nil {
+		t.Fatal("detach on a closed session succeeded")
+	}
+}
