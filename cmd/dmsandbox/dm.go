@@ -145,13 +145,7 @@ func dmCmd(args []string) int {
 	if socket == "" {
 		socket = broker.DefaultControlSocket
 	}
-	hook := &brokerHook{socket: socket, embed: embeddedBroker}
-	if err := broker.CheckDomainName(dm.Name); err == nil {
-		hook.name = dm.Name
-	} else if dm.Name != "" {
-		// Then only domid-keyed authorisations apply to this domain.
-		logf("domain %d: broker session without the domain's name: %v", dm.Domid, err)
-	}
+	hook := &brokerHook{socket: socket, embed: embeddedBroker, name: dmDomainName(dm.Domid, dm.Name, logf)}
 	defer func() {
 		if err := hook.close(); err != nil {
 			logf("domain %d: broker session: %v", dm.Domid, err)

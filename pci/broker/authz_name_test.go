@@ -100,7 +100,7 @@ func TestAuthorizeByName(t *testing.T) {
 // claims a live domain's name is lying).
 func TestSessionNames(t *testing.T) {
 	r := authzRig(t)
-	for _, bad := range []string{"a b", "123", `a"b`, strings.Repeat("x", maxDomainName+1), "é"} {
+	for _, bad := range []string{"a b", "123", `a"b`, `a\b`, "sys-net,debug-threads=on", "a=b", strings.Repeat("x", maxDomainName+1), "é"} {
 		if _, _, err := r.broker.OpenSession(dom, bad, Peer{}); err == nil {
 			t.Fatalf("name %q accepted", bad)
 		}

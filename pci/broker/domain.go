@@ -55,16 +55,18 @@ const maxDomainName = 64
 
 // CheckDomainName accepts what a site would name a domain and nothing
 // that could be mistaken for something else: no control characters or
-// spaces (the audit log and `attach --list` print it in columns), not
-// all digits (xl reads those as a domid), at most maxDomainName bytes.
+// spaces (the audit log and `attach --list` print it in columns), no
+// comma or equals sign (libxl passes the name to QEMU's -name unescaped,
+// where they start options), not all digits (xl reads those as a domid),
+// at most maxDomainName bytes.
 func CheckDomainName(name string) error {
 	if name == "" || len(name) > maxDomainName {
 		return fmt.Errorf("domain name %q: want 1 to %d characters", name, maxDomainName)
 	}
 	digits := true
 	for _, c := range name {
-		if c <= ' ' || c == 0x7f || c > '~' || c == '"' || c == '\\' {
-			return fmt.Errorf("domain name %q: printable ASCII without spaces, quotes or backslashes only", name)
+		if c <= ' ' || c == 0x7f || c > '~' || strings.ContainsRune(`"\,=`, c) {
+			return fmt.Errorf("domain name %q: printable ASCII without spaces, quotes, backslashes, commas or equals signs only", name)
 		}
 		if c < '0' || c > '9' {
 			digits = false
