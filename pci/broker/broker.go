@@ -188,7 +188,7 @@ func (b *Broker) OpenSession(domid uint32, name string, peer Peer) (*Session, *o
 		cli.Close()
 		return nil, nil, fmt.Errorf("broker: session socket: SO_PASSCRED: %w", err)
 	}
-	j, err := createJournal(b.cfg.StateDir, id, domid)
+	j, err := createJournal(b.cfg.StateDir, id, domid, b.bootID)
 	if err != nil {
 		conn.Close()
 		cli.Close()

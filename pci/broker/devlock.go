@@ -22,10 +22,10 @@ import (
 // holder. LockDir lives on a tmpfs (/run): locks mean nothing across
 // boots.
 //
-// A restarted broker's recovery undoes what its killed predecessor's
-// journal lists without taking these locks: a device the killed broker
-// held stayed assigned to that domain in the backend (nothing released
-// it), so no other broker could have been given it meanwhile.
+// A restarted broker's recovery takes each journaled device's lock
+// before undoing it, and skips (audited) a device another broker process
+// holds: libxl deassigned it when the killed broker's domain went, and
+// another broker gave it to a live session since (undo.go, recover).
 
 // DefaultLockDir is where the daemon and DM mode's embedded brokers
 // keep their device locks.

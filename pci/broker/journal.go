@@ -26,7 +26,11 @@ type journalEntry struct {
 	Op      string `json:"op"` // open, add, del
 	Session uint64 `json:"session,omitempty"`
 	Domid   uint32 `json:"domid,omitempty"`
-	Item    *Item  `json:"item,omitempty"`
+	// BootID (open entries): the host boot the session ran in. A
+	// journal of another boot names a domain and backend state the
+	// reboot took away (undo.go, recover).
+	BootID string `json:"boot_id,omitempty"`
+	Item   *Item  `json:"item,omitempty"`
 }
 
 type journal struct {
@@ -38,14 +42,14 @@ func journalPath(dir string, id uint64) string {
 	return filepath.Join(dir, fmt.Sprintf("session-%020d.journal", id))
 }
 
-func createJournal(dir string, id uint64, domid uint32) (*journal, error) {
+func createJournal(dir string, id uint64, domid uint32, bootID string) (*journal, error) {
 	p := journalPath(dir, id)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("broker: state journal: %w", err)
 	}
 	j := &journal{path: p, f: f}
-	if err := j.write(journalEntry{Op: "open", Session: id, Domid: domid}); err != nil {
+	if err := j.write(journalEntry{Op: "open", Session: id, Domid: domid, BootID: bootID}); err != nil {
 		f.Close()
 		os.Remove(p)
 		return nil, err
@@ -89,6 +93,7 @@ type journalState struct {
 	path    string
 	session uint64
 	domid   uint32
+	bootID  string // "" in journals written before boot ids were
 	live    liveSet
 }
 
@@ -139,7 +144,7 @@ func replayJournal(path string) (journalState, error) {
 		}
 		switch e.Op {
 		case "open":
-			st.session, st.domid = e.Session, e.Domid
+			st.session, st.domid, st.bootID = e.Session, e.Domid, e.BootID
 		case "add":
 			if e.Item != nil {
 				st.live.add(*e.Item)

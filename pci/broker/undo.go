@@ -74,6 +74,58 @@ func (b *Broker) auditUndo(id uint64, domid uint32, peer Peer, op string, it Ite
 	}
 }
 
+// forgetOtherBoot clears the owner records of a journal of another boot
+// (see recover), with one audit record.
+func (b *Broker) forgetOtherBoot(st journalState, plan []Item) {
+	for _, it := range plan {
+		if it.Kind != KindDevice {
+			continue
+		}
+		if bdf, err := pci.ParseBDF(it.BDF); err == nil {
+			if err := b.setOwner(bdf, ""); err != nil {
+				b.logf("recover session %d: %s: %v", st.session, bdf, err)
+			}
+		}
+	}
+	b.event(nil, "recover", fmt.Sprintf("session=%d domid=%d: journal of another boot (%s): nothing to undo, owner records cleared", st.session, st.domid, st.bootID))
+}
+
+// recoverLocks takes the device lock of each device in plan for the
+// recovery; steps of a device locked by another broker process are
+// dropped from the plan (see recover). It returns the plan to run and
+// the locks taken, to release afterwards.
+func (b *Broker) recoverLocks(st journalState, plan []Item) ([]Item, []pci.BDF) {
+	var locked []pci.BDF
+	skip := map[string]bool{}
+	b.mu.Lock()
+	for _, it := range plan {
+		if it.Kind != KindDevice {
+			continue
+		}
+		bdf, err := pci.ParseBDF(it.BDF)
+		if err != nil {
+			continue
+		}
+		if err := b.locks.acquire(bdf, fmt.Sprintf("pid %d, recovering session %d of domain %d", os.Getpid(), st.session, st.domid)); err != nil {
+			skip[it.BDF] = true
+			b.auditUndo(st.session, st.domid, Peer{}, "undo_skipped", it, err)
+			continue
+		}
+		locked = append(locked, bdf)
+	}
+	b.mu.Unlock()
+	if len(skip) == 0 {
+		return plan, locked
+	}
+	kept := plan[:0:0]
+	for _, it := range plan {
+		if !skip[it.BDF] {
+			kept = append(kept, it)
+		}
+	}
+	return kept, locked
+}
+
 func (b *Broker) deviceForUndo(name string) (*pci.Device, error) {
 	bdf, err := pci.ParseBDF(name)
 	if err != nil {
@@ -90,6 +142,17 @@ func (b *Broker) deviceForUndo(name string) (*pci.Device, error) {
 
 // recover undoes what the journals of a previous broker process say is
 // live. Called by New before any session opens.
+//
+// Two cases are not this broker's to undo:
+//   - a journal of another boot: the reboot took the domain and every
+//     mapping, binding and pirq with it, and reset the devices; a domain
+//     with that domid now is another one. Only the devices' owner records
+//     are cleared, and the journal goes;
+//   - a device whose lock another broker process holds (devlock.go): the
+//     killed broker's domain is gone and libxl deassigned the device, and
+//     another broker gave it to a live session since. Every step of that
+//     device is skipped (audited) and dropped: resetting it would pull
+//     it from under its new domain.
 func (b *Broker) recover() error {
 	states, err := readJournals(b.cfg.StateDir)
 	if err != nil {
@@ -101,7 +164,20 @@ func (b *Broker) recover() error {
 		}
 		plan := st.live.undoPlan()
 		b.event(nil, "recover", fmt.Sprintf("session=%d domid=%d live=%d journal=%s", st.session, st.domid, len(plan), st.path))
+		if st.bootID != "" && st.bootID != b.bootID {
+			b.forgetOtherBoot(st, plan)
+			if err := os.Remove(st.path); err != nil {
+				return fmt.Errorf("broker: recover: %w", err)
+			}
+			continue
+		}
+		plan, locked := b.recoverLocks(st, plan)
 		failed := b.undo(st.session, st.domid, Peer{}, plan, func(string) *pci.Device { return nil })
+		b.mu.Lock()
+		for _, bdf := range locked {
+			b.locks.release(bdf)
+		}
+		b.mu.Unlock()
 		if len(failed) > 0 {
 			// Keep the journal: the next start tries again.
 			b.logf("recover session %d: %d undo steps failed; journal kept at %s", st.session, len(failed), st.path)
