@@ -83,16 +83,24 @@ func (b *Broker) loadAuthz() error {
 		b.require = b.require || (set.require != nil && *set.require)
 		return nil
 	}
-	if err := saveAuthz(b.authzPath(), b.auth, b.require); err != nil {
-		return err
-	}
+	// Audited before the file changes: a drop or a policy change never
+	// goes unrecorded.
 	for _, a := range set.stale {
 		args := fmt.Sprintf("bdf=%s (recorded in another boot of the host, or undated)", a.BDF)
 		if err := b.auditControl("deauthorize", a.Domid, Peer{}, args, nil); err != nil {
 			return err
 		}
 	}
-	return nil
+	if set.require != nil && *set.require != b.require {
+		// A daemon restarted without --require-authorization turns it
+		// off for the embedded brokers too: say so.
+		args := fmt.Sprintf("require_authorization %v -> %v", *set.require, b.require)
+		if err := b.auditControl("policy", 0, Peer{}, args, nil); err != nil {
+			return err
+		}
+		b.logf("authorisation policy changed: %s", args)
+	}
+	return saveAuthz(b.authzPath(), b.auth, b.require)
 }
 
 // auditControl writes the one record of a control-channel request about

@@ -208,3 +208,22 @@ func TestEmbeddedTakesDaemonPolicy(t *testing.T) {
 		e.Shutdown()
 	}
 }
+
+// TestPolicyChangeAudited: a broker started with another policy than its
+// file records (a daemon restarted without --require-authorization)
+// writes a policy record before it rewrites the file.
+func TestPolicyChangeAudited(t *testing.T) {
+	r := authzRig(t)
+	r.stop()
+	r.requireAuthz = false
+	r.start()
+	// authzRig itself turned it on after a first start without.
+	p := r.recordsOf("policy")
+	if len(p) != 2 || p[0].Args != "require_authorization false -> true" || p[1].Args != "require_authorization true -> false" {
+		t.Fatalf("policy records: %d", len(p))
+	}
+	r.restart() // unchanged: no record
+	if p := r.recordsOf("policy"); len(p) != 2 {
+		t.Fatalf("policy records after an unchanged restart: %d", len(p))
+	}
+}

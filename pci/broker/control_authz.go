@@ -8,6 +8,12 @@ import (
 // root control connection may use them: they hold no session.
 func (b *Broker) controlAuthz(req ControlRequest, peer Peer) ControlReply {
 	d := Domain{ID: req.Domid, Name: req.Name}
+	if !d.IsZero() {
+		// Checked before anything reaches the audit log's text.
+		if err := d.check(); err != nil {
+			return ControlReply{Error: err.Error()}
+		}
+	}
 	if req.Op == "authorizations" {
 		list, err := b.Authorizations(d, peer)
 		if err != nil {
