@@ -368,6 +368,45 @@ func testPCIScript(t *testing.T, e *pciScriptEnv) {
 	}
 	e.expect(ExitOK, true, "remove", "7")
 	e.wantAuthorised(0, "")
+
+	// A device the running domain has by its name (dmsandbox attach
+	// --domain) is the site's standing policy: sync, pci-attach and
+	// pci-detach neither authorise it by domid (the broker would refuse:
+	// one domain per device) nor withdraw it.
+	if rc := attachCmd([]string{"--domain", "web", "--device", d10, "--socket", e.sock}); rc != ExitOK {
+		t.Fatalf("attach --domain: rc %d", rc)
+	}
+	bdf10, _ := pci.ParseBDF(d10)
+	hw := &brokerHook{socket: e.sock, name: "web"}
+	defer hw.close()
+	if err := hw.Grant(9, bdf10); err != nil {
+		t.Fatalf("grant to web: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "pci-9"), []byte("05.0 "+d10+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	byName := func() {
+		t.Helper()
+		c, err := broker.DialControl(e.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Shutdown()
+		list, err := c.Authorizations(broker.Domain{})
+		if err != nil || len(list) != 1 || list[0].Name != "web" || list[0].BDF != d10 {
+			t.Fatalf("authorisations: %+v %v", list, err)
+		}
+	}
+	e.expect(ExitOK, true, "sync", "9")
+	byName()
+	e.calls("xl")
+	e.expect(ExitOK, true, "pci-detach", "9", d10)
+	byName()
+	e.expect(ExitOK, true, "pci-attach", "9", d10)
+	byName()
+	if c := e.calls("xl"); len(c) != 2 || c[1] != "pci-attach 9 "+d10 {
+		t.Fatalf("xl calls: %q", c)
+	}
 }
 
 // TestContribPCIScriptDaemon: the script against `dmsandbox broker run
