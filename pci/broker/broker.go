@@ -173,6 +173,18 @@ func (b *Broker) OpenSession(domid uint32, name string, peer Peer) (*Session, *o
 			return nil, nil, fmt.Errorf("%w: domain %d (session %d) is called %q", ErrConflict, old.Domid, old.ID, name)
 		}
 	}
+	// ... nor another broker process's (devlock.go).
+	opened := false
+	if name != "" {
+		if err := b.locks.acquireName(name, fmt.Sprintf("pid %d, domain %d", os.Getpid(), domid)); err != nil {
+			return nil, nil, err
+		}
+		defer func() {
+			if !opened {
+				b.locks.releaseName(name)
+			}
+		}()
+	}
 	id, err := b.allocID()
 	if err != nil {
 		return nil, nil, err
@@ -198,6 +210,7 @@ func (b *Broker) OpenSession(domid uint32, name string, peer Peer) (*Session, *o
 	b.sessions[id] = s
 	b.byDomid[domid] = s
 	b.serving[s] = true
+	opened = true
 	args := fmt.Sprintf("domid=%d", domid)
 	if name != "" {
 		args += " name=" + name
@@ -276,6 +289,9 @@ func (b *Broker) forget(s *Session, why string) {
 	if b.sessions[s.ID] == s {
 		delete(b.sessions, s.ID)
 		delete(b.byDomid, s.Domid)
+		if s.Name != "" {
+			b.locks.releaseName(s.Name)
+		}
 	}
 	for bdf, id := range b.owner {
 		if id == s.ID {

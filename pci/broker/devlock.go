@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,35 +32,52 @@ import (
 // keep their device locks.
 const DefaultLockDir = "/run/dmsandbox/devices"
 
+// The same locks keep a domain name to one live session across broker
+// processes (name=NAME.lock, the name path-escaped): two sessions
+// claiming one name would both match the name's authorisations.
 type devLocks struct {
-	dir  string // "" : no cross-process locking
-	held map[pci.BDF]*os.File
+	dir  string              // "" : no cross-process locking
+	held map[string]*os.File // by lock file name
 }
 
 // acquire takes bdf's lock for holder (a description written into the
 // file for whoever is refused next). Called with b.mu held.
 func (l *devLocks) acquire(bdf pci.BDF, holder string) error {
+	return l.take(bdf.String(), bdf.String(), holder)
+}
+
+// release drops bdf's lock, if held. Called with b.mu held.
+func (l *devLocks) release(bdf pci.BDF) { l.drop(bdf.String()) }
+
+// acquireName and releaseName: the same for a domain name.
+func (l *devLocks) acquireName(name, holder string) error {
+	return l.take("name="+url.PathEscape(name), fmt.Sprintf("domain name %q", name), holder)
+}
+
+func (l *devLocks) releaseName(name string) { l.drop("name=" + url.PathEscape(name)) }
+
+func (l *devLocks) take(key, what, holder string) error {
 	if l.dir == "" {
 		return nil
 	}
-	if _, ok := l.held[bdf]; ok {
+	if _, ok := l.held[key]; ok {
 		return nil
 	}
 	if err := os.MkdirAll(l.dir, 0o700); err != nil {
-		return fmt.Errorf("broker: device lock %s: %w", bdf, err)
+		return fmt.Errorf("broker: lock of %s: %w", what, err)
 	}
-	p := filepath.Join(l.dir, bdf.String()+".lock")
+	p := filepath.Join(l.dir, key+".lock")
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("broker: device lock %s: %w", bdf, err)
+		return fmt.Errorf("broker: lock of %s: %w", what, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			who, _ := os.ReadFile(p)
-			return fmt.Errorf("%w: %s is held by another broker process (%s) (%w)", ErrConflict, bdf, strings.TrimSpace(string(who)), unix.EBUSY)
+			return fmt.Errorf("%w: %s is held by another broker process (%s) (%w)", ErrConflict, what, strings.TrimSpace(string(who)), unix.EBUSY)
 		}
-		return fmt.Errorf("broker: device lock %s: flock: %w", p, err)
+		return fmt.Errorf("broker: lock of %s: flock %s: %w", what, p, err)
 	}
 	// Who holds it, for the refusal above; best effort (the lock, not
 	// the text, is what excludes).
@@ -67,18 +85,17 @@ func (l *devLocks) acquire(bdf pci.BDF, holder string) error {
 		f.WriteAt([]byte(holder+"\n"), 0)
 	}
 	if l.held == nil {
-		l.held = map[pci.BDF]*os.File{}
+		l.held = map[string]*os.File{}
 	}
-	l.held[bdf] = f
+	l.held[key] = f
 	return nil
 }
 
-// release drops bdf's lock, if held. Called with b.mu held. The file
-// stays: removing it would race with another broker's open and lock of
-// the same path.
-func (l *devLocks) release(bdf pci.BDF) {
-	if f, ok := l.held[bdf]; ok {
+// drop releases the lock key, if held. The file stays: removing it
+// would race with another broker's open and lock of the same path.
+func (l *devLocks) drop(key string) {
+	if f, ok := l.held[key]; ok {
 		f.Close()
-		delete(l.held, bdf)
+		delete(l.held, key)
 	}
 }

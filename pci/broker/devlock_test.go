@@ -139,3 +139,39 @@ func TestDisownOnlyOwnHold(t *testing.T) {
 		t.Fatal("detach on a closed session succeeded")
 	}
 }
+
+// TestNameLockAcrossBrokers: two broker processes never hold live
+// sessions of the same name (both would match the name's
+// authorisations); the name is free again once its session ends.
+func TestNameLockAcrossBrokers(t *testing.T) {
+	locks := filepath.Join(t.TempDir(), "devices")
+	a, b := lockedBroker(t, locks), lockedBroker(t, locks)
+	s, f, err := a.OpenSession(dom, "web", Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, err := b.OpenSession(dom+1, "web", Peer{}); !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), `domain name "web"`) {
+		t.Fatalf("second broker's session called web: %v", err)
+	}
+	// A refused open leaves nothing behind: b can open other names.
+	sb, fb, err := b.OpenSession(dom+1, "db", Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	if err := b.CloseSession(sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CloseSession(s.ID); err != nil {
+		t.Fatal(err)
+	}
+	s2, f2, err := b.OpenSession(dom+2, "web", Peer{})
+	if err != nil {
+		t.Fatalf("web after its session ended: %v", err)
+	}
+	defer f2.Close()
+	if err := b.CloseSession(s2.ID); err != nil {
+		t.Fatal(err)
+	}
+}
