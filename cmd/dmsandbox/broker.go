@@ -105,6 +105,14 @@ func brokerRun(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
+	// DM mode's embedded brokers use the defaults: elsewhere, they and
+	// this daemon do not share device locks or the policy file.
+	if *lockDir != broker.DefaultLockDir {
+		fmt.Fprintf(os.Stderr, "dmsandbox broker: warning: --lock-dir %s: DM mode's embedded brokers lock devices in %s; this daemon and they do not exclude each other\n", *lockDir, broker.DefaultLockDir)
+	}
+	if *stateDir != defaultBrokerState {
+		fmt.Fprintf(os.Stderr, "dmsandbox broker: warning: --state-dir %s: DM mode's embedded brokers read authorisations and policy from %s\n", *stateDir, defaultBrokerState)
+	}
 	be, err := openBackend(*beName, *root, *pciState)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmsandbox broker:", err)
