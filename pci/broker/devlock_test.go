@@ -19,22 +19,31 @@ import (
 // embedded broker has) sharing lockDir with others.
 func lockedBroker(t *testing.T, lockDir string) *Broker {
 	t.Helper()
-	dir := t.TempDir()
+	b, _, _ := ownBroker(t, filepath.Join(t.TempDir(), "state"), "", lockDir)
+	return b
+}
+
+// ownBroker starts a broker on stateDir (New recovers what it finds
+// there) with a fake backend and a durable audit log of its own, and
+// returns it with the backend and the audit directory.
+func ownBroker(t *testing.T, stateDir, bootID, lockDir string) (*Broker, *fake.Backend, string) {
+	t.Helper()
 	be, err := fake.New(captured, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	al, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "audit")})
+	auditDir := filepath.Join(t.TempDir(), "audit")
+	al, err := audit.Open(audit.Options{Dir: auditDir, Durable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(Config{Backend: be, Sysfs: pci.NewSysfs(captured), Audit: al, StateDir: filepath.Join(dir, "state"),
-		AllowFake: true, Logger: log.New(io.Discard, "", 0), LockDir: lockDir})
+	b, err := New(Config{Backend: be, Sysfs: pci.NewSysfs(captured), Audit: al, StateDir: stateDir,
+		AllowFake: true, Logger: log.New(io.Discard, "", 0), BootID: bootID, LockDir: lockDir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close(); al.Close(); be.Close() })
-	return b
+	return b, be, auditDir
 }
 
 // TestDeviceLockAcrossBrokers: two brokers (the daemon and an embedded

@@ -1,14 +1,11 @@
 package broker
 
 import (
-	"io"
-	"log"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/dmsandbox/dmsandbox/pci"
 	"github.com/dmsandbox/dmsandbox/pci/audit"
 	"github.com/dmsandbox/dmsandbox/pci/backend/fake"
 )
@@ -34,24 +31,10 @@ func leftJournal(t *testing.T, dir, bootID string) {
 }
 
 // recoveringBroker starts a broker on stateDir (its New recovers) and
-// returns it with its fake backend and audit log.
+// returns its fake backend and audit directory.
 func recoveringBroker(t *testing.T, stateDir, bootID, lockDir string) (*fake.Backend, string) {
 	t.Helper()
-	be, err := fake.New(captured, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	auditDir := filepath.Join(t.TempDir(), "audit")
-	al, err := audit.Open(audit.Options{Dir: auditDir, Durable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(Config{Backend: be, Sysfs: pci.NewSysfs(captured), Audit: al, StateDir: stateDir,
-		AllowFake: true, Logger: log.New(io.Discard, "", 0), BootID: bootID, LockDir: lockDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close(); al.Close(); be.Close() })
+	_, be, auditDir := ownBroker(t, stateDir, bootID, lockDir)
 	return be, auditDir
 }
 

@@ -100,16 +100,7 @@ func (r *MSIXReport) parseValue(msg string) bool {
 // in ICR, done, each once and nothing else. Otherwise the error names
 // what is missing or wrong, with the lines.
 func (r *MSIXReport) Check() error {
-	var errs []string
-	if len(r.Failures) > 0 {
-		errs = append(errs, fmt.Sprintf("guest reported %q", r.Failures))
-	}
-	if len(r.Unknown) > 0 {
-		errs = append(errs, fmt.Sprintf("unexpected lines %q", r.Unknown))
-	}
-	if len(r.Repeated) > 0 {
-		errs = append(errs, fmt.Sprintf("lines repeated %q (did the guest run twice?)", r.Repeated))
-	}
+	errs := lineErrors(r.Failures, r.Unknown, r.Repeated)
 	switch {
 	case r.Device == "":
 		errs = append(errs, "no e1000e reported")

@@ -105,21 +105,28 @@ func (r *Report) parseValue(msg string) bool {
 	return false
 }
 
+// lineErrors are what both guests' Check say of their lines: failures
+// the guest reported, lines nobody knows, lines seen twice.
+func lineErrors(failures, unknown, repeated []string) []string {
+	var errs []string
+	if len(failures) > 0 {
+		errs = append(errs, fmt.Sprintf("guest reported %q", failures))
+	}
+	if len(unknown) > 0 {
+		errs = append(errs, fmt.Sprintf("unexpected lines %q", unknown))
+	}
+	if len(repeated) > 0 {
+		errs = append(errs, fmt.Sprintf("lines repeated %q (did the guest run twice?)", repeated))
+	}
+	return errs
+}
+
 // Check returns nil if the report is a complete, successful run: edu
 // found, MSI enabled with Vector, the interrupt taken with RaiseStatus,
 // done, each once and nothing else. Otherwise the error names what is
 // missing or wrong, with the lines.
 func (r *Report) Check() error {
-	var errs []string
-	if len(r.Failures) > 0 {
-		errs = append(errs, fmt.Sprintf("guest reported %q", r.Failures))
-	}
-	if len(r.Unknown) > 0 {
-		errs = append(errs, fmt.Sprintf("unexpected lines %q", r.Unknown))
-	}
-	if len(r.Repeated) > 0 {
-		errs = append(errs, fmt.Sprintf("lines repeated %q (did the guest run twice?)", r.Repeated))
-	}
+	errs := lineErrors(r.Failures, r.Unknown, r.Repeated)
 	switch {
 	case r.Device == "":
 		errs = append(errs, "no edu device reported")
