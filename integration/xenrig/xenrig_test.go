@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dmsandbox/dmsandbox/integration/xenrig/msiboot"
+	"github.com/dmsandbox/dmsandbox/integration/xenrig/optionrom"
 )
 
 // TestXenRigDM: in dom0 of a nested Xen 4.17, `xl create` HVM guests
@@ -40,6 +41,13 @@ func TestXenRigDM(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{"DMSANDBOX": bin, "CONTRIB_PCI": pciScript, "MSIBOOT_IMG": img, "MSIXBOOT_IMG": msixImg}
+	// The edu's option ROM (L1's romfile=): one that returns at once, so
+	// SeaBIOS enables and reads the ROM BAR in the guest, through the
+	// broker, without running anything that could crash it.
+	rom := filepath.Join(dir, "edu.rom")
+	if err := os.WriteFile(rom, optionrom.ROM(0x1234, 0x11e8, 0x00ff00), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// Discovery runs: the qemu-xen profile logs instead of killing, and
 	// the script reports the syscalls it logged (docs/libxl.md).
 	if os.Getenv("DMSANDBOX_XEN_RIG_SECCOMP_LOG") != "" {
@@ -57,9 +65,10 @@ func TestXenRigDM(t *testing.T) {
 	// another, 0000:02:00.0: MSI-X, whose table QEMU maps at realize, and
 	// an I/O BAR. Without its option ROM (romfile=): SeaBIOS in the L2
 	// guest ran that iPXE ROM and once in three runs triple-faulted in it,
-	// before hvm2's boot sector could enable MSI-X.
+	// before hvm2's boot sector could enable MSI-X; the edu carries the
+	// ROM instead.
 	r := &Rig{Script: dom0Script, Env: env, WorkDir: filepath.Join(dir, "work"), Logf: t.Logf,
-		Devices: []string{"intel-iommu,intremap=on", "pcie-root-port,id=rp1,chassis=1,slot=1", "edu,bus=rp1",
+		Devices: []string{"intel-iommu,intremap=on", "pcie-root-port,id=rp1,chassis=1,slot=1", "edu,bus=rp1,romfile=" + rom,
 			"pcie-root-port,id=rp2,chassis=2,slot=2", "e1000e,bus=rp2,romfile="}}
 	// Four guests with passthrough take 95-135 s on an unloaded 2-core
 	// host (libxl's 10 s device_del timeouts included).
@@ -237,6 +246,19 @@ pci_running() { # name domid
 		$XB/xl dmesg | grep -q "(d$2) MSIBOOT: got interrupt" || fail "$1: the edu's MSI did not reach the guest"
 		ok "$1: the edu's MSI delivered to the guest vector"
 	fi
+	case " $PCIDEVS " in *" $BDF "*)
+	# SeaBIOS runs the edu's option ROM: QEMU's xen_pt forwards the ROM
+	# BAR's enable bit (the write filter allows it at the kernel's ROM
+	# address only) and maps the ROM BAR into the guest, both through the
+	# broker.
+	rom=$(sed -n 7p /sys/bus/pci/devices/$BDF/resource | cut -d' ' -f1)
+	[ $((rom)) -ne 0 ] || fail "$1: the edu has no ROM BAR in dom0"
+	rommfn=$(printf '%#x' $((rom >> 12)))
+	for i in $(seq 1 30); do audit | grep " dom$2 " | grep -q " memory_mapping  *allow .*add=1 .*mfn=$rommfn " && break; sleep 1; done
+	audit | grep " dom$2 " | grep -E -q " config_write  *allow .*bdf=$BDF off=0x30 size=4 value=0x[0-9a-f]*[13579bdf]( |$)" || fail "$1: the edu's ROM BAR was not enabled through the broker"
+	audit | grep " dom$2 " | grep -q " memory_mapping  *allow .*add=1 .*mfn=$rommfn " || fail "$1: the edu's ROM BAR ($rom) was not mapped through the broker"
+	ok "$1: SeaBIOS ran the edu's option ROM: ROM BAR enabled through the write filter and mapped through the broker"
+	esac
 	if [ -n "${MSIXBOOT:-}" ]; then
 		# msixboot (the guest's disk) programs the e1000e's MSI-X table
 		# entry 0 (QEMU's emulated table) and sets MSI-X enable: xen_pt
