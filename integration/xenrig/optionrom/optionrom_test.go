@@ -69,7 +69,7 @@ func romsRun(t *testing.T, rom []byte) int {
 // its own), and not on a device of other IDs (the control).
 func TestSeaBIOSRunsIt(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("no qemu-system-x86_64")
+		t.Skip("qemu-system-x86_64 not installed (make deps installs qemu-system-x86)")
 	}
 	base := romsRun(t, nil)
 	if n := romsRun(t, ROM(0x1234, 0x11e8, 0x00ff00)); n != base+1 {
